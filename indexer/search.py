@@ -1,0 +1,135 @@
+"""Read an index and search it with one person's selfie."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+from faceaudit.errors import IncompatibleIndex, MultipleFaces, NoFaceFound
+from faceaudit.imaging import DecodedImage
+from faceaudit.indexer.store import (
+    FACES_FILE,
+    IMAGES_FILE,
+    FaceTable,
+    ImageRecord,
+    read_images,
+    read_manifest,
+)
+from faceaudit.models.engine import DetectedFace, FaceEngine
+
+# Cosine similarity at or above which a face counts as the same person. Chosen for buffalo_s
+# from the gap between same-person and different-person scores on the test photos (same
+# person: 0.5-0.9; others: below 0.25); the evaluation issue calibrates it on LFW.
+DEFAULT_THRESHOLD = 0.40
+# A face in a selfie counts when its box is at least this share of the largest face's, so a
+# stranger far behind the user does not make the selfie ambiguous.
+SELFIE_FACE_RATIO = 0.4
+
+
+@dataclass(frozen=True)
+class Match:
+    image_id: int
+    image: str
+    score: float
+    bbox: tuple[float, float, float, float]
+    face_id: int
+    width: int | None
+    height: int | None
+
+
+class FaceIndex:
+    """A published index, loaded whole into memory (vectors in FAISS, metadata in arrays)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.manifest: dict[str, Any] = read_manifest(folder)
+        self.faiss = faiss.read_index(str(folder / self.manifest["index"]["file"]))
+        self.faces = FaceTable.load(folder / FACES_FILE)
+        self.images: list[ImageRecord] = read_images(folder / IMAGES_FILE)
+        if self.faiss.ntotal != len(self.faces):
+            raise IncompatibleIndex(
+                f"{folder} is inconsistent: {self.faiss.ntotal} vectors, {len(self.faces)} faces."
+            )
+
+    @property
+    def model_pack(self) -> str:
+        return str(self.manifest["model_pack"]["name"])
+
+    @property
+    def size(self) -> int:
+        return int(self.faiss.ntotal)
+
+    @property
+    def dataset_root(self) -> Path:
+        return Path(self.manifest["dataset"]["root"])
+
+    def check_engine(self, engine: FaceEngine) -> None:
+        """Refuse to search with a model pack other than the one that built the index."""
+        built = {name: f["sha256"] for name, f in self.manifest["model_pack"]["files"].items()}
+        if built != engine.sha256:
+            raise IncompatibleIndex(
+                f"The index {self.folder} was built with model pack {self.model_pack} "
+                f"({', '.join(sorted(built))}), but the search uses {engine.pack.name} "
+                f"({', '.join(sorted(engine.sha256))}). Embeddings of different models cannot "
+                f"be compared: search with --models for {self.model_pack}, or rebuild the index."
+            )
+
+    def search(self, vector: NDArray[np.float32], threshold: float, top: int | None = None
+               ) -> list[Match]:
+        """Photos with a face at or above ``threshold``, best first, each photo once."""
+        if self.size == 0:
+            return []
+        query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
+        _, scores, face_ids = self.faiss.range_search(query, float(threshold))
+        best: dict[int, tuple[float, int]] = {}
+        for score, face_id in zip(scores.tolist(), face_ids.tolist()):
+            image_id = int(self.faces.image_id[face_id])
+            if image_id not in best or score > best[image_id][0]:
+                best[image_id] = (score, face_id)
+        ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
+        if top is not None:
+            ranked = ranked[:top]
+        matches = []
+        for image_id, (score, face_id) in ranked:
+            record = self.images[image_id]
+            x1, y1, x2, y2 = (round(float(v), 1) for v in self.faces.bbox[face_id])
+            matches.append(Match(image_id, record.path, round(score, 4), (x1, y1, x2, y2),
+                                 face_id, record.width, record.height))
+        return matches
+
+
+def selfie_face(engine: FaceEngine, selfie: DecodedImage) -> DetectedFace:
+    """The one face of a selfie; NoFaceFound / MultipleFaces otherwise."""
+    faces = engine.detect(selfie)
+    if not faces:
+        raise NoFaceFound(
+            "No face was found in the selfie. Use a well-lit photo in which your face is "
+            "clearly visible, facing the camera, and not too small."
+        )
+    largest = max(face.short_side for face in faces)
+    usable = [face for face in faces if face.short_side >= SELFIE_FACE_RATIO * largest]
+    if len(usable) > 1:
+        raise MultipleFaces(
+            f"{len(usable)} faces were found in the selfie, and faceaudit searches for one "
+            "person at a time: use a photo of you alone, or crop it to your face.",
+            count=len(usable),
+        )
+    return usable[0]
+
+
+def search_selfie(
+    engine: FaceEngine,
+    index: FaceIndex,
+    selfie: DecodedImage,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    top: int | None = None,
+) -> list[Match]:
+    index.check_engine(engine)
+    face = selfie_face(engine, selfie)
+    return index.search(engine.embed(selfie, [face])[0], threshold, top)

@@ -1,0 +1,166 @@
+"""The face engine: detect every face (SCRFD), align it on its 5 landmarks, embed it (ArcFace).
+
+InsightFace's ``model_zoo`` classes do the model-specific work; this module gives them our own
+verified sessions (no ``FaceAnalysis``, no downloads) and works in upright-photo pixel
+coordinates throughout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+from insightface.model_zoo.scrfd import SCRFD
+from insightface.utils import face_align
+from numpy.typing import NDArray
+from skimage.transform import SimilarityTransform
+
+from faceaudit.imaging import DecodedImage
+from faceaudit.models.packs import ModelPack, sha256_of, verify_file
+from faceaudit.models.sessions import Device, choose_providers, create_session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """``det_size``: the longer side of the detector input; photos larger than this are
+    reduced to it, smaller ones are never enlarged (enlarging a 250 px photo to 640 px costs
+    6x the compute and makes SCRFD miss faces that fill the frame). 1024 rather than
+    InsightFace's 640 because SCRFD finds faces down to about 10 px of its input: at 1024 a
+    20 px background face of a 2048 px photo is still found; at 640 it is lost. ``min_face``: faces whose
+    shorter box side is below this many pixels of the full-size photo are dropped: below
+    it ArcFace embeddings are too unreliable to match. ``threshold``: SCRFD score."""
+
+    det_size: int = 1024
+    min_face: int = 16
+    threshold: float = 0.5
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"det_size": self.det_size, "min_face": self.min_face, "threshold": self.threshold}
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """One face, in pixel coordinates of the full-size upright photo."""
+
+    bbox: tuple[float, float, float, float]
+    score: float
+    landmarks: NDArray[np.float32] = field(repr=False)  # (5, 2): eyes, nose, mouth corners
+
+    @property
+    def short_side(self) -> float:
+        return min(self.bbox[2] - self.bbox[0], self.bbox[3] - self.bbox[1])
+
+
+def align_face(
+    bgr: NDArray[np.uint8], landmarks: NDArray[np.float32], size: int = 112
+) -> NDArray[np.uint8]:
+    """Warp the face onto InsightFace's ArcFace 5-point template (a similarity transform)."""
+    template = face_align.arcface_dst * (size / 112.0)
+    transform = SimilarityTransform.from_estimate(landmarks.astype(np.float64), template)
+    if not transform:  # degenerate landmarks (all on one point): no similarity exists
+        raise ValueError(f"cannot align a face on landmarks {landmarks.tolist()}")
+    matrix = transform.params[0:2, :]
+    return cv2.warpAffine(bgr, matrix, (size, size), borderValue=0.0)
+
+
+def _round_up(value: float, multiple: int = 32) -> int:
+    return max(multiple, int(math.ceil(value / multiple)) * multiple)
+
+
+class FaceEngine:
+    """Detector + recognizer of one model pack, on one device. Thread-compatible, not
+    thread-safe: give each worker thread its own engine or serialise calls."""
+
+    def __init__(
+        self,
+        pack: ModelPack,
+        *,
+        device: Device = "auto",
+        detection: DetectionSettings | None = None,
+        threads: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.pack = pack
+        self.detection = detection or DetectionSettings()
+        self.batch_size = batch_size
+        self.providers = choose_providers(device)
+        self.sha256: dict[str, str] = {}
+        sessions = {}
+        for model_file in pack.files:
+            digest = verify_file(model_file)
+            data = model_file.path.read_bytes()
+            if sha256_of(model_file.path) != digest:  # pragma: no cover - file changed under us
+                raise RuntimeError(f"{model_file.path} changed while it was being loaded")
+            self.sha256[model_file.path.name] = digest
+            sessions[model_file.role] = create_session(data, self.providers, threads=threads)
+        log.info("model pack %s on %s", pack.name, self.providers[0])
+        self._detector = SCRFD(
+            model_file=str(pack.detector.path),
+            session=sessions["detector"],
+            static_shape_sessions=False,
+        )
+        self._detector.prepare(0, det_thresh=self.detection.threshold, nms_thresh=0.4)
+        self._recognizer = ArcFaceONNX(
+            model_file=str(pack.recognizer.path), session=sessions["recognizer"]
+        )
+        self.dimension = int(self._recognizer.output_shape[-1])
+        self.crop_size = int(self._recognizer.input_size[0])
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+
+    def detector_input_size(self, width: int, height: int) -> tuple[int, int]:
+        scale = min(1.0, self.detection.det_size / max(width, height))
+        return _round_up(width * scale), _round_up(height * scale)
+
+    def detect(self, image: DecodedImage) -> list[DetectedFace]:
+        """Every face in the photo, best score first, smaller than ``min_face`` dropped."""
+        bgr = np.ascontiguousarray(image.pixels[:, :, ::-1])
+        height, width = bgr.shape[:2]
+        boxes, landmarks = self._detector.detect(
+            bgr, input_size=self.detector_input_size(width, height)
+        )
+        faces = []
+        for box, points in zip(boxes, landmarks):
+            bbox = tuple(float(v) / image.scale for v in box[:4])
+            face = DetectedFace(
+                bbox=(
+                    max(0.0, bbox[0]),
+                    max(0.0, bbox[1]),
+                    min(float(image.width), bbox[2]),
+                    min(float(image.height), bbox[3]),
+                ),
+                score=float(box[4]),
+                landmarks=(points / image.scale).astype(np.float32),
+            )
+            if face.short_side >= self.detection.min_face:
+                faces.append(face)
+        return faces
+
+    def align(self, image: DecodedImage, faces: Sequence[DetectedFace]) -> list[NDArray[np.uint8]]:
+        """112x112 BGR crops aligned on the ArcFace template, one per face."""
+        bgr = np.ascontiguousarray(image.pixels[:, :, ::-1])
+        return [align_face(bgr, face.landmarks * image.scale, self.crop_size) for face in faces]
+
+    def embed_crops(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        """L2-normalised embeddings, (len(crops), dimension), the recognizer run in batches."""
+        if not crops:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        parts = [
+            self._recognizer.get_feat(list(crops[start : start + self.batch_size]))
+            for start in range(0, len(crops), self.batch_size)
+        ]
+        vectors = np.concatenate(parts).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+        return vectors
+
+    def embed(self, image: DecodedImage, faces: Sequence[DetectedFace]) -> NDArray[np.float32]:
+        return self.embed_crops(self.align(image, faces))

@@ -1,0 +1,37 @@
+"""Shared fixtures: the models are loaded once per test session, the collection built once.
+
+The collection is made only of photos that ship inside installed packages (see
+faceaudit.demo), so the tests run on any machine with the package installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from faceaudit.demo import build_demo_collection
+from faceaudit.indexer.build import build_index
+from faceaudit.models.engine import FaceEngine
+from faceaudit.models.packs import resolve_pack
+
+
+@pytest.fixture(scope="session")
+def engine() -> FaceEngine:
+    return FaceEngine(resolve_pack(), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(photos folder, selfies folder) of the demo collection."""
+    root = tmp_path_factory.mktemp("collection")
+    return build_demo_collection(root / "photos", root / "selfies")
+
+
+@pytest.fixture(scope="session")
+def built_index(collection: tuple[Path, Path], engine: FaceEngine,
+                tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A published index of the demo collection. Tests must not modify it."""
+    out = tmp_path_factory.mktemp("indexes") / "demo-index"
+    build_index(collection[0], out, engine)
+    return out
