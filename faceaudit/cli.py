@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 ModelsOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--models",
         envvar="FACEAUDIT_MODELS",
@@ -34,7 +34,7 @@ DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")
 ]
 ThreadsOption = Annotated[
-    Optional[int], typer.Option("--threads", help="onnxruntime threads (default: all cores).")
+    int | None, typer.Option("--threads", help="onnxruntime threads (default: all cores).")
 ]
 
 
@@ -103,7 +103,8 @@ def index(
         typer.echo(f"skipped {path}: {reason}", err=True)
     if len(summary.failures) > 20:
         typer.echo(f"... and {len(summary.failures) - 20} more (see images.jsonl)", err=True)
-    resumed = f" ({summary.resumed_images} from the interrupted build)" if summary.resumed_images else ""
+    resumed = (f" ({summary.resumed_images} from the interrupted build)"
+               if summary.resumed_images else "")
     typer.echo(
         f"indexed {summary.images} images{resumed}: {summary.images_with_faces} with faces, "
         f"{summary.faces} faces, {summary.no_face} without a face, {summary.failed} failed; "
@@ -115,8 +116,8 @@ def index(
 def search(
     selfie: Annotated[Path, typer.Argument(help="A photo of one person's face.")],
     index_dir: Annotated[Path, typer.Option("--index", help="Index folder.")],
-    threshold: Annotated[Optional[float], typer.Option(help="Similarity threshold.")] = None,
-    top: Annotated[Optional[int], typer.Option(help="Show at most this many photos.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Similarity threshold.")] = None,
+    top: Annotated[int | None, typer.Option(help="Show at most this many photos.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     models: ModelsOption = None,
     device: DeviceOption = "auto",
@@ -153,7 +154,7 @@ def serve(
     index_dir: Annotated[Path, typer.Option("--index", help="Index folder.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    dataset: Annotated[Optional[Path], typer.Option(
+    dataset: Annotated[Path | None, typer.Option(
         help="Where the indexed photos are now (default: where they were indexed).")] = None,
     models: ModelsOption = None,
     device: DeviceOption = "auto",

@@ -39,7 +39,7 @@ from faceaudit.indexer.store import (
     write_images,
     write_index_files,
 )
-from faceaudit.models.engine import FaceEngine
+from faceaudit.models.engine import DetectedFace, FaceEngine
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,51 @@ def decode_ahead(
                 yield pending.pop(0).result()
         for future in pending:
             yield future.result()
+
+
+@dataclass
+class ProcessedImage:
+    """One image through the face engine: its record, its faces and their embeddings."""
+
+    record: ImageRecord
+    faces: list[DetectedFace]
+    vectors: NDArray[np.float32]
+
+
+def process_images(
+    engine: FaceEngine,
+    root: Path,
+    paths: Iterable[str],
+    *,
+    workers: int = 2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    times: StageTimes | None = None,
+) -> Iterator[ProcessedImage]:
+    """Read, decode, detect and embed each image, in order. The one pipeline that both
+    ``index`` and ``eval`` run. A failure is recorded on the image, never raised."""
+    times = times if times is not None else StageTimes()
+    decode_clock = time.perf_counter()
+    for item in decode_ahead(root, paths, workers=workers, max_pixels=max_pixels):
+        times.read_decode += time.perf_counter() - decode_clock  # time waited on decoding
+        record, faces = item.record, []
+        vectors = np.empty((0, engine.dimension), np.float32)
+        if item.image is not None:
+            try:
+                clock = time.perf_counter()
+                faces = engine.detect(item.image)
+                times.detect += time.perf_counter() - clock
+                clock = time.perf_counter()
+                vectors = engine.embed(item.image, faces)
+                times.embed += time.perf_counter() - clock
+            except Exception as error:  # one bad image must never stop a long build
+                log.warning("failed on %s: %s", item.path, error)
+                record.status, record.error = STATUS_FAILED, f"face engine error: {error}"
+                faces, vectors = [], np.empty((0, engine.dimension), np.float32)
+            record.faces = len(faces)
+            if record.status == STATUS_OK and not faces:
+                record.status = STATUS_NO_FACE
+        yield ProcessedImage(record, faces, vectors)
+        decode_clock = time.perf_counter()
 
 
 def _build_settings(engine: FaceEngine, dataset: Path) -> dict[str, Any]:
@@ -223,34 +268,17 @@ def build_index(
     writer = _ShardWriter(staging / "shards", len(shards), engine.dimension)
     times = summary.stages
     finished = summary.resumed_images
-    decode_clock = time.perf_counter()
-    for item in decode_ahead(dataset, todo, workers=workers, max_pixels=max_pixels):
-        times.read_decode += time.perf_counter() - decode_clock  # time waited on decoding
-        record, faces_table = item.record, FaceTable.empty()
-        vectors = np.empty((0, engine.dimension), np.float32)
-        if item.image is not None:
-            try:
-                clock = time.perf_counter()
-                faces = engine.detect(item.image)
-                times.detect += time.perf_counter() - clock
-                clock = time.perf_counter()
-                vectors = engine.embed(item.image, faces)
-                times.embed += time.perf_counter() - clock
-            except Exception as error:  # one bad image must never stop a long build
-                log.warning("failed on %s: %s", item.path, error)
-                record.status, record.error = STATUS_FAILED, f"face engine error: {error}"
-                faces = []
-            record.faces = len(faces)
-            if record.status == STATUS_OK and not faces:
-                record.status = STATUS_NO_FACE
-            if faces:
-                faces_table = FaceTable(
-                    np.zeros(len(faces), np.int32),
-                    np.array([f.bbox for f in faces], np.float32),
-                    np.stack([f.landmarks for f in faces]).astype(np.float32),
-                    np.array([f.score for f in faces], np.float32),
-                )
-        writer.add(record, vectors, faces_table)
+    for item in process_images(engine, dataset, todo, workers=workers, max_pixels=max_pixels,
+                               times=times):
+        faces_table = FaceTable.empty()
+        if item.faces:
+            faces_table = FaceTable(
+                np.zeros(len(item.faces), np.int32),
+                np.array([f.bbox for f in item.faces], np.float32),
+                np.stack([f.landmarks for f in item.faces]).astype(np.float32),
+                np.array([f.score for f in item.faces], np.float32),
+            )
+        writer.add(item.record, item.vectors, faces_table)
         if len(writer.images) >= shard_size:
             clock = time.perf_counter()
             writer.flush()
@@ -258,7 +286,6 @@ def build_index(
         finished += 1
         if progress:
             progress(finished, len(all_paths))
-        decode_clock = time.perf_counter()
     clock = time.perf_counter()
     writer.flush()
     _merge_and_publish(staging, out, engine, settings, summary)

@@ -87,7 +87,7 @@ class FaceIndex:
         query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
         _, scores, face_ids = self.faiss.range_search(query, float(threshold))
         best: dict[int, tuple[float, int]] = {}
-        for score, face_id in zip(scores.tolist(), face_ids.tolist()):
+        for score, face_id in zip(scores.tolist(), face_ids.tolist(), strict=True):
             image_id = int(self.faces.image_id[face_id])
             if image_id not in best or score > best[image_id][0]:
                 best[image_id] = (score, face_id)

@@ -33,9 +33,10 @@ class DetectionSettings:
     reduced to it, smaller ones are never enlarged (enlarging a 250 px photo to 640 px costs
     6x the compute and makes SCRFD miss faces that fill the frame). 1024 rather than
     InsightFace's 640 because SCRFD finds faces down to about 10 px of its input: at 1024 a
-    20 px background face of a 2048 px photo is still found; at 640 it is lost. ``min_face``: faces whose
-    shorter box side is below this many pixels of the full-size photo are dropped: below
-    it ArcFace embeddings are too unreliable to match. ``threshold``: SCRFD score."""
+    20 px background face of a 2048 px photo is still found; at 640 it is lost.
+    ``min_face``: faces whose shorter box side is below this many pixels of the full-size
+    photo are dropped: below it ArcFace embeddings are too unreliable to match.
+    ``threshold``: SCRFD score."""
 
     det_size: int = 1024
     min_face: int = 16
@@ -129,7 +130,7 @@ class FaceEngine:
             bgr, input_size=self.detector_input_size(width, height)
         )
         faces = []
-        for box, points in zip(boxes, landmarks):
+        for box, points in zip(boxes, landmarks, strict=True):
             bbox = tuple(float(v) / image.scale for v in box[:4])
             face = DetectedFace(
                 bbox=(
