@@ -23,3 +23,8 @@ class ServiceSettings(BaseSettings):
     max_results: int = 200
     thumbnail_size: int = 384
     threads: int | None = None
+    # Selfies are decoded with their longer side reduced to this: the detector works at 1024 px
+    # anyway, and it bounds the memory a 40-megapixel upload takes while it waits for the engine.
+    selfie_max_side: int = 2048
+    thumbnail_ttl: int = 3600  # seconds a thumbnail link from a search result stays valid
+    rate_limit: str | None = "30/minute"  # searches per client address (`limits` syntax); None: off

@@ -1,0 +1,540 @@
+"""The HTTP service through its real entry points: the app's lifespan, and one uvicorn server."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import starlette.formparsers
+import uvicorn
+from fastapi import FastAPI, UploadFile
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from faceaudit.errors import IncompatibleIndex
+from faceaudit.imaging import decode_image
+from faceaudit.indexer.search import FaceIndex, search_selfie
+from faceaudit.models.engine import FaceEngine
+from faceaudit.results import search_response
+from faceaudit.service.app import create_app
+from faceaudit.service.settings import ServiceSettings
+from faceaudit.service.thumbnails import (
+    PhotoUnavailable,
+    ThumbnailNotFound,
+    ThumbnailTokens,
+    photo_path,
+)
+from faceaudit.service.uploads import (
+    EmptyUpload,
+    MalformedUpload,
+    MissingField,
+    NotMultipart,
+    UploadTooLarge,
+    file_field,
+    read_multipart,
+)
+
+YAO_PHOTOS = {
+    "team/players.jpg",
+    "street/group_with_yao_behind.jpg",
+    "portraits/yao_flipped.jpg",
+    "portraits/yao_bright_small.jpg",
+}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def jpeg(image: Image.Image, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90, **options)
+    return out.getvalue()
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` pixels and that has no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def encoded_form(files: dict[str, tuple[str, bytes, str]],
+                 data: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """(body, Content-Type) of a multipart form, as httpx (a real client) encodes it."""
+    request = httpx.Request("POST", "http://test/", files=files, data=data)
+    return request.read(), request.headers["content-type"]
+
+
+async def chunked(body: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def selfie_files(data: bytes, name: str = "selfie.jpg") -> dict[str, tuple[str, bytes, str]]:
+    return {"selfie": (name, data, "image/jpeg")}
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    return error
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def settings(built_index: Path) -> ServiceSettings:
+    return ServiceSettings(index=built_index, device="cpu", rate_limit=None)
+
+
+@pytest.fixture(scope="module")
+def client(settings: ServiceSettings, engine: FaceEngine) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, engine=engine)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def yao(collection: tuple[Path, Path]) -> bytes:
+    return (collection[1] / "yaoming.jpg").read_bytes()
+
+
+def search(client: TestClient, data: bytes, **params: object) -> httpx.Response:
+    return client.post("/api/search", files=selfie_files(data), params=params)
+
+
+# --- uploads: in-memory multipart parsing ---------------------------------------------------
+
+def test_read_multipart_parses_a_form_in_any_chunking() -> None:
+    photo = random.Random(1).randbytes(5000)
+    body, content_type = encoded_form(selfie_files(photo, "me.jpg"), {"threshold": "0.5"})
+    for size in (1, 7, 4096, len(body)):
+        form = anyio.run(lambda size=size: read_multipart(
+            chunked(body, size), content_type=content_type, content_length=str(len(body)),
+            max_bytes=len(body)))
+        assert form["selfie"].data == photo
+        assert form["selfie"].filename == "me.jpg"
+        assert form["threshold"].text() == "0.5"
+        assert file_field(form, "selfie", max_bytes=5000) == photo
+
+
+def test_read_multipart_refuses_a_declared_length_before_reading() -> None:
+    async def never() -> AsyncIterator[bytes]:
+        raise AssertionError("the body was read")
+        yield b""
+
+    with pytest.raises(UploadTooLarge):
+        anyio.run(lambda: read_multipart(never(), content_type="multipart/form-data; boundary=x",
+                                         content_length="1000001", max_bytes=1_000_000))
+
+
+def test_read_multipart_stops_reading_past_the_cap() -> None:
+    read = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal read
+        yield b'--x\r\nContent-Disposition: form-data; name="selfie"; filename="a"\r\n\r\n'
+        while True:
+            read += 1
+            yield b"a" * 1000
+
+    with pytest.raises(UploadTooLarge):
+        anyio.run(lambda: read_multipart(endless(), content_type="multipart/form-data; boundary=x",
+                                         content_length=None, max_bytes=10_000))
+    assert read <= 11
+
+
+@pytest.mark.parametrize(("content_type", "body", "error"), [
+    ("application/json", b"{}", NotMultipart),
+    (None, b"", NotMultipart),
+    ("multipart/form-data", b"", MalformedUpload),  # no boundary
+    ("multipart/form-data; boundary=x", b"not a form at all", MalformedUpload),
+    ("multipart/form-data; boundary=x",
+     b'--x\r\nContent-Disposition: form-data; name="selfie"\r\n\r\nabc', MalformedUpload),
+    ("multipart/form-data; boundary=x",
+     b'--x\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--x--\r\n', MalformedUpload),
+])
+def test_read_multipart_refuses_what_is_not_a_complete_form(
+        content_type: str | None, body: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        anyio.run(lambda: read_multipart(chunked(body, 5), content_type=content_type,
+                                         content_length=None, max_bytes=10_000))
+
+
+def test_read_multipart_refuses_repeated_and_too_many_fields() -> None:
+    one = b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n'
+    repeated = one * 2 + b"--x--\r\n"
+    many = b"".join(
+        b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\n1\r\n' % i for i in range(20)
+    ) + b"--x--\r\n"
+    for body in (repeated, many):
+        with pytest.raises(MalformedUpload):
+            anyio.run(lambda body=body: read_multipart(
+                chunked(body, 64), content_type="multipart/form-data; boundary=x",
+                content_length=None, max_bytes=10_000))
+
+
+def test_file_field_errors() -> None:
+    body, content_type = encoded_form({"selfie": ("e.jpg", b"", "image/jpeg"),
+                                       "big": ("b.jpg", b"x" * 11, "image/jpeg")})
+    form = anyio.run(lambda: read_multipart(chunked(body, 100), content_type=content_type,
+                                            content_length=None, max_bytes=10_000))
+    with pytest.raises(MissingField):
+        file_field(form, "photo", 10)
+    with pytest.raises(EmptyUpload):
+        file_field(form, "selfie", 10)
+    with pytest.raises(UploadTooLarge):
+        file_field(form, "big", 10)
+
+
+# --- thumbnails: tokens and paths ------------------------------------------------------------
+
+def test_thumbnail_tokens_verify_and_expire() -> None:
+    now = [1_000_000.0]
+    tokens = ThumbnailTokens(60, clock=lambda: now[0])
+    token = tokens.issue(7)
+    assert tokens.verify(token) == 7
+    forged = token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB")
+    other_process = ThumbnailTokens(60, clock=lambda: now[0])
+    for bad in (forged, "garbage", "", token + "A", "../../etc/passwd"):
+        with pytest.raises(ThumbnailNotFound):
+            tokens.verify(bad)
+    with pytest.raises(ThumbnailNotFound):
+        other_process.verify(token)
+    now[0] += 61
+    with pytest.raises(ThumbnailNotFound):
+        tokens.verify(token)
+
+
+def test_photo_path_stays_under_the_dataset(tmp_path: Path) -> None:
+    assert photo_path(tmp_path, "a/b.jpg") == tmp_path / "a" / "b.jpg"
+    for bad in ("../secret.jpg", "/etc/passwd", "a/../../b.jpg", ""):
+        with pytest.raises(PhotoUnavailable):
+            photo_path(tmp_path, bad)
+
+
+# --- the app through its lifespan ----------------------------------------------------------
+
+def test_healthz(client: TestClient, built_index: Path) -> None:
+    index = FaceIndex(built_index)
+    assert client.get("/healthz").json() == {
+        "status": "ok", "model_pack": "buffalo_s", "index_size": index.size,
+        "images": len(index.images),
+    }
+
+
+def test_page(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'accept="image/*" capture="user"' in page.text
+    assert "not stored" in page.text or "never stored" in page.text
+    assert "content-security-policy" in page.headers
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert asset in page.text
+        assert client.get(asset).status_code == 200
+
+
+def test_openapi_documents_the_multipart_selfie(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/api/search"]["post"]
+    schema = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert schema["required"] == ["selfie"]
+    assert schema["properties"]["selfie"]["format"] == "binary"
+    assert {"413", "422"} <= set(operation["responses"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_search_finds_every_photo_of_the_person_and_no_other(
+        client: TestClient, yao: bytes, engine: FaceEngine, built_index: Path) -> None:
+    response = search(client, yao)
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    result = response.json()
+    assert {m["image"] for m in result["matches"]} == YAO_PHOTOS
+
+    index = FaceIndex(built_index)
+    matches = search_selfie(engine, index, decode_image(yao), threshold=result["threshold"])
+    expected = search_response(index, matches, result["threshold"])
+    assert {k: v for k, v in result.items() if k != "matches"} == {
+        k: v for k, v in expected.items() if k != "matches"}
+    for got, want, match in zip(result["matches"], expected["matches"], matches, strict=True):
+        assert {k: got[k] for k in want} == want
+        assert (got["width"], got["height"]) == (match.width, match.height)
+        assert got["thumbnail"].startswith("/api/thumbnails/")
+
+
+def test_search_options(client: TestClient, yao: bytes) -> None:
+    assert len(search(client, yao, top=1).json()["matches"]) == 1
+    strict = client.post("/api/search", files=selfie_files(yao), data={"threshold": "0.95"})
+    assert strict.json()["threshold"] == 0.95
+    assert [m["image"] for m in strict.json()["matches"]] == ["portraits/yao_flipped.jpg"]
+    assert_error(search(client, yao, threshold=1.5), 422, "invalid_parameter")
+    assert_error(search(client, yao, top=0), 422, "invalid_parameter")
+    bad_form = client.post("/api/search", files=selfie_files(yao), data={"threshold": "x"})
+    assert_error(bad_form, 422, "invalid_parameter")
+
+
+def test_thumbnail_from_a_result_is_a_jpeg(client: TestClient, yao: bytes,
+                                           settings: ServiceSettings) -> None:
+    match = search(client, yao).json()["matches"][0]
+    response = client.get(match["thumbnail"])
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["cache-control"].startswith("private")
+    with Image.open(io.BytesIO(response.content)) as thumb:
+        assert thumb.format == "JPEG"
+        assert max(thumb.size) <= settings.thumbnail_size
+        # Same proportions as the photo, so the page can scale the box.
+        assert thumb.size[0] / thumb.size[1] == pytest.approx(match["width"] / match["height"],
+                                                              rel=0.02)
+
+
+def test_forged_or_garbage_thumbnail_links_are_404(client: TestClient, yao: bytes) -> None:
+    token = search(client, yao).json()["matches"][0]["thumbnail"].rsplit("/", 1)[1]
+    flipped = token[:20] + ("B" if token[20] != "B" else "C") + token[21:]
+    for path in (f"/api/thumbnails/{flipped}", "/api/thumbnails/garbage",
+                 "/api/thumbnails/..%2F..%2Fetc%2Fpasswd", "/api/thumbnails/0"):
+        assert_error(client.get(path), 404, "not_found")
+
+
+def test_bad_uploads_get_a_clear_4xx(client: TestClient, yao: bytes,
+                                     collection: tuple[Path, Path]) -> None:
+    photos = collection[0]
+    cases = [
+        (random.Random(0).randbytes(3000), 400, "unreadable_image"),
+        (yao[: len(yao) // 2], 400, "unreadable_image"),
+        (b"", 400, "empty_file"),
+        (png_bomb(), 413, "image_too_large"),
+        ((photos / "street" / "sky.png").read_bytes(), 422, "no_face"),
+    ]
+    for data, status, code in cases:
+        assert_error(search(client, data), status, code)
+    several = assert_error(search(client, (photos / "street" / "group.jpg").read_bytes()),
+                           422, "multiple_faces")
+    assert several["count"] >= 2 and str(several["count"]) in str(several["message"])
+    missing = client.post("/api/search", files={"photo": ("a.jpg", yao, "image/jpeg")})
+    assert_error(missing, 422, "missing_field")
+    assert_error(client.post("/api/search", json={"selfie": "x"}), 415, "not_multipart")
+    assert_error(client.post("/api/search", content=b"--x\r\nabc",
+                             headers={"content-type": "multipart/form-data; boundary=x"}),
+                 400, "malformed_upload")
+    assert_error(client.get("/api/search"), 405, "method_not_allowed")
+
+
+def test_byte_cap(settings: ServiceSettings, engine: FaceEngine, yao: bytes) -> None:
+    capped = settings.model_copy(update={"max_upload_bytes": 1000})
+    with TestClient(create_app(capped, engine=engine)) as capped_client:
+        # Within the form overhead allowance, but a selfie over the cap.
+        assert_error(search(capped_client, yao[:1500]), 413, "upload_too_large")
+        # Declared by Content-Length, then streamed without one (chunked).
+        assert_error(search(capped_client, yao + bytes(20_000)), 413, "upload_too_large")
+        body, content_type = encoded_form(selfie_files(yao + bytes(20_000)))
+        streamed = capped_client.post("/api/search", content=iter([body[:10_000], body[10_000:]]),
+                                      headers={"content-type": content_type})
+        assert_error(streamed, 413, "upload_too_large")
+
+
+@pytest.fixture
+def disk_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Refuse, and record, every temporary file and every file opened for writing. Recorded
+    too because frameworks may turn the refusal into an ordinary 400."""
+    attempts: list[str] = []
+
+    def refuse(what: str) -> None:
+        attempts.append(what)
+        raise AssertionError(f"disk write attempted: {what}")
+
+    for name in ("SpooledTemporaryFile", "NamedTemporaryFile", "TemporaryFile", "mkstemp",
+                 "mkdtemp"):
+        monkeypatch.setattr(tempfile, name, lambda *a, _name=name, **k: refuse(_name))
+    # Starlette imported its own reference before the patch.
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile",
+                        lambda *a, **k: refuse("SpooledTemporaryFile"))
+    real_open, real_os_open = builtins.open, os.open
+
+    def read_only_open(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if set(mode) & set("wax+"):
+            refuse(f"open({file!r}, {mode!r})")
+        return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    def read_only_os_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(f"os.open({path!r})")
+        return real_os_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    monkeypatch.setattr(io, "open", read_only_open)
+    monkeypatch.setattr(os, "open", read_only_os_open)
+    return attempts
+
+
+def test_the_disk_guard_catches_starlette_spooling(disk_writes: list[str]) -> None:
+    """The guard is meaningful: the usual UploadFile route trips it."""
+    app = FastAPI()
+
+    @app.post("/upload")
+    async def upload(selfie: UploadFile) -> int:
+        return len(await selfie.read())
+
+    with TestClient(app) as plain:
+        assert plain.post("/upload", files=selfie_files(bytes(1_500_000))).status_code == 400
+    assert disk_writes == ["SpooledTemporaryFile"]
+
+
+def test_a_large_selfie_is_never_written_to_disk(client: TestClient, yao: bytes,
+                                                 disk_writes: list[str]) -> None:
+    # Bytes after a JPEG's end marker are ignored by decoders: a real selfie, over the 1 MB
+    # above which Starlette's parser would spool it to a file.
+    large = yao + bytes(1_500_000)
+    response = search(client, large)
+    assert response.status_code == 200
+    assert {m["image"] for m in response.json()["matches"]} == YAO_PHOTOS
+    assert disk_writes == []
+
+
+def test_the_selfie_is_never_logged(client: TestClient, yao: bytes,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    marker = b"SELFIE-BYTES-MARKER"
+    name = "jane-doe-private.jpg"
+    with caplog.at_level(logging.DEBUG):
+        search(client, yao + marker * 10).raise_for_status()
+        client.post("/api/search", files={"selfie": (name, marker * 10, "image/jpeg")})
+        malformed = client.post("/api/search", content=b"--x\r\n" + marker + b"\x00: a\r\n",
+                                headers={"content-type": "multipart/form-data; boundary=x"})
+        assert_error(malformed, 400, "malformed_upload")
+    logged = caplog.text + "".join(json.dumps(r.args, default=repr) for r in caplog.records)
+    assert marker.decode() not in logged
+    assert name not in logged
+    assert not [r for r in caplog.records  # the parser's warnings quote bytes of the body
+                if r.name.startswith(("python_multipart", "faceaudit.service.uploads"))]
+
+
+def test_an_exif_rotated_selfie_still_matches(client: TestClient,
+                                              collection: tuple[Path, Path]) -> None:
+    upright = Image.open(collection[1] / "yaoming.jpg").convert("RGB")
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)  # pixels turned a quarter left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn a quarter right to display": upright again
+    data = jpeg(sideways, exif=exif)
+    assert decode_image(data).pixels.shape[:2] == (upright.height, upright.width)
+    response = search(client, data)
+    assert response.status_code == 200
+    assert {m["image"] for m in response.json()["matches"]} == YAO_PHOTOS
+
+
+def test_searches_never_run_the_engine_concurrently(
+        client: TestClient, yao: bytes, engine: FaceEngine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    active, most = 0, 0
+    guard = threading.Lock()
+    detect = engine.detect
+
+    def counting_detect(*args: object, **kwargs: object) -> object:
+        nonlocal active, most
+        with guard:
+            active += 1
+            most = max(most, active)
+        try:
+            time.sleep(0.02)
+            return detect(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with guard:
+                active -= 1
+
+    monkeypatch.setattr(engine, "detect", counting_detect)
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda _: search(client, yao).status_code, range(4)))
+    assert statuses == [200] * 4
+    assert most == 1
+
+
+def test_missing_photo_file_is_404(settings: ServiceSettings, engine: FaceEngine, yao: bytes,
+                                   tmp_path: Path) -> None:
+    moved = settings.model_copy(update={"dataset": tmp_path})
+    app = create_app(moved, engine=engine)
+    with TestClient(app) as moved_client:
+        match = search(moved_client, yao).json()["matches"][0]
+        error = assert_error(moved_client.get(match["thumbnail"]), 404, "photo_unavailable")
+        assert match["image"] in str(error["message"])
+    assert not hasattr(app.state, "services")  # released at shutdown
+
+
+def test_rate_limit(settings: ServiceSettings, engine: FaceEngine) -> None:
+    limited = settings.model_copy(update={"rate_limit": "2/minute"})
+    with TestClient(create_app(limited, engine=engine)) as limited_client:
+        for _ in range(2):
+            assert limited_client.post("/api/search").status_code == 415
+        response = limited_client.post("/api/search")
+        assert_error(response, 429, "rate_limited")
+        assert int(response.headers["retry-after"]) >= 1
+        assert limited_client.get("/healthz").status_code == 200
+
+
+def test_refuses_to_start_on_an_index_of_another_model_pack(
+        settings: ServiceSettings, engine: FaceEngine, built_index: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other-index"
+    shutil.copytree(built_index, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    for entry in manifest["model_pack"]["files"].values():
+        entry["sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    app = create_app(settings.model_copy(update={"index": other}), engine=engine)
+    with pytest.raises(IncompatibleIndex), TestClient(app):
+        pass
+
+
+# --- one real server -------------------------------------------------------------------------
+
+def test_real_uvicorn_server(settings: ServiceSettings, engine: FaceEngine, yao: bytes) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # a free port, held from here on: no race with other tests
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(settings, engine=engine), log_level="warning",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for _ in range(200):
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            else:
+                pytest.fail("the server did not come up within 10 s")
+            response = http.post("/api/search", files=selfie_files(yao))
+            assert response.status_code == 200
+            result = response.json()
+            assert {m["image"] for m in result["matches"]} == YAO_PHOTOS
+            thumb = http.get(result["matches"][0]["thumbnail"])
+            assert thumb.headers["content-type"] == "image/jpeg"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+    assert not thread.is_alive()
