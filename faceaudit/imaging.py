@@ -49,7 +49,7 @@ def decode_image(
     JPEG decoding skip work (DCT scaling) when a smaller image is all the caller needs; the
     result is then reduced so its longer side is at most ``max_side``.
     """
-    name = str(source) if isinstance(source, Path) else "the upload"
+    name = str(source) if isinstance(source, Path) else "The uploaded file"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -72,7 +72,11 @@ def decode_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageTooLarge(f"{name} was refused as a decompression bomb: {error}") from error
     except UnidentifiedImageError as error:
-        raise UnreadableImage(f"{name} is not an image Pillow can read.") from error
+        raise UnreadableImage(
+            f"{name} is not an image in a known format (JPEG, PNG, WebP, GIF, BMP, TIFF)."
+        ) from error
+    except FileNotFoundError as error:
+        raise UnreadableImage(f"{name} does not exist.") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise UnreadableImage(f"{name} is corrupt or truncated: {error}") from error
     if orientation in (5, 6, 7, 8):

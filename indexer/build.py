@@ -93,7 +93,7 @@ def _read_and_decode(root: Path, path: str, max_pixels: int) -> _Decoded:
     try:
         image = decode_image(data, max_pixels=max_pixels)
     except FaceAuditError as error:
-        record.status, record.error = STATUS_FAILED, error.message.replace("the upload", path)
+        record.status, record.error = STATUS_FAILED, error.message.replace("The uploaded file", path)
         return _Decoded(path, record, None)
     record.width, record.height = image.width, image.height
     return _Decoded(path, record, image)
