@@ -42,14 +42,17 @@ def decode_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int | None = None,
+    name: str | None = None,
 ) -> DecodedImage:
     """Decode ``source`` (file path or bytes), apply EXIF orientation, return RGB pixels.
 
     ``max_pixels`` refuses decompression bombs before any pixel is decoded. ``max_side`` lets
     JPEG decoding skip work (DCT scaling) when a smaller image is all the caller needs; the
-    result is then reduced so its longer side is at most ``max_side``.
+    result is then reduced so its longer side is at most ``max_side``. ``name`` is how error
+    messages call the image (default: the path, or "The uploaded file" for bytes).
     """
-    name = str(source) if isinstance(source, Path) else "The uploaded file"
+    if name is None:
+        name = str(source) if isinstance(source, Path) else "The uploaded file"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -11,11 +11,13 @@ import logging
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from queue import Queue
 from typing import Any
 
 import numpy as np
@@ -91,27 +93,29 @@ def _read_and_decode(root: Path, path: str, max_pixels: int) -> _Decoded:
         return _Decoded(path, ImageRecord(path, STATUS_FAILED, error=f"cannot read: {error}"), None)
     record = ImageRecord(path, STATUS_OK, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     try:
-        image = decode_image(data, max_pixels=max_pixels)
+        image = decode_image(data, max_pixels=max_pixels, name=path)
     except FaceAuditError as error:
-        record.status, record.error = STATUS_FAILED, error.message.replace("The uploaded file", path)
+        record.status, record.error = STATUS_FAILED, error.message
         return _Decoded(path, record, None)
     record.width, record.height = image.width, image.height
     return _Decoded(path, record, image)
 
 
-def decode_ahead(
-    root: Path, paths: Iterable[str], *, workers: int, max_pixels: int, ahead: int = 16
-) -> Iterator[_Decoded]:
-    """Decode images in worker threads, at most ``ahead`` in flight, yielding in order, so
-    JPEG decoding (which releases the GIL) overlaps inference."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: list = []
-        for path in paths:
-            pending.append(pool.submit(_read_and_decode, root, path, max_pixels))
-            if len(pending) >= ahead:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+def _in_order(futures: Iterable[Future], ahead: int) -> Iterator:
+    """Results of ``futures`` in submission order, keeping at most ``ahead`` in flight."""
+    window: deque[Future] = deque()
+    for future in futures:
+        window.append(future)
+        if len(window) >= ahead:
+            yield window.popleft().result()
+    while window:
+        yield window.popleft().result()
+
+
+def default_inference_workers(engine: FaceEngine) -> int:
+    """On a CPU, one single-threaded engine per core beats one engine using every core: the
+    models' small tensors do not split well across threads. A GPU gets one engine."""
+    return 1 if engine.device == "cuda" else max(1, min(os.cpu_count() or 1, 8))
 
 
 @dataclass
@@ -123,40 +127,73 @@ class ProcessedImage:
     vectors: NDArray[np.float32]
 
 
+def _detect_and_embed(engines: Queue[FaceEngine], item: _Decoded, times: StageTimes
+                      ) -> ProcessedImage:
+    record, faces = item.record, []
+    engine = engines.get()
+    try:
+        vectors = np.empty((0, engine.dimension), np.float32)
+        if item.image is None:
+            return ProcessedImage(record, faces, vectors)
+        try:
+            clock = time.perf_counter()
+            faces = engine.detect(item.image)
+            times.detect += time.perf_counter() - clock
+            clock = time.perf_counter()
+            vectors = engine.embed(item.image, faces)
+            times.embed += time.perf_counter() - clock
+        except Exception as error:  # one bad image must never stop a long build
+            log.warning("failed on %s: %s", item.path, error)
+            record.status, record.error = STATUS_FAILED, f"face engine error: {error}"
+            faces, vectors = [], np.empty((0, engine.dimension), np.float32)
+    finally:
+        engines.put(engine)
+    record.faces = len(faces)
+    if record.status == STATUS_OK and not faces:
+        record.status = STATUS_NO_FACE
+    return ProcessedImage(record, faces, vectors)
+
+
 def process_images(
     engine: FaceEngine,
     root: Path,
     paths: Iterable[str],
     *,
     workers: int = 2,
+    inference_workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     times: StageTimes | None = None,
 ) -> Iterator[ProcessedImage]:
-    """Read, decode, detect and embed each image, in order. The one pipeline that both
-    ``index`` and ``eval`` run. A failure is recorded on the image, never raised."""
+    """Read, decode, detect and embed each image; results in input order. The one pipeline
+    that both ``index`` and ``eval`` run. A failure is recorded on the image, never raised.
+
+    ``workers`` threads read and decode; ``inference_workers`` threads each own a replica of
+    ``engine`` (onnxruntime and Pillow release the GIL, so both stages run in parallel).
+    ``times`` accumulates busy seconds per stage, summed over threads.
+    """
     times = times if times is not None else StageTimes()
-    decode_clock = time.perf_counter()
-    for item in decode_ahead(root, paths, workers=workers, max_pixels=max_pixels):
-        times.read_decode += time.perf_counter() - decode_clock  # time waited on decoding
-        record, faces = item.record, []
-        vectors = np.empty((0, engine.dimension), np.float32)
-        if item.image is not None:
-            try:
-                clock = time.perf_counter()
-                faces = engine.detect(item.image)
-                times.detect += time.perf_counter() - clock
-                clock = time.perf_counter()
-                vectors = engine.embed(item.image, faces)
-                times.embed += time.perf_counter() - clock
-            except Exception as error:  # one bad image must never stop a long build
-                log.warning("failed on %s: %s", item.path, error)
-                record.status, record.error = STATUS_FAILED, f"face engine error: {error}"
-                faces, vectors = [], np.empty((0, engine.dimension), np.float32)
-            record.faces = len(faces)
-            if record.status == STATUS_OK and not faces:
-                record.status = STATUS_NO_FACE
-        yield ProcessedImage(record, faces, vectors)
-        decode_clock = time.perf_counter()
+    count = inference_workers or default_inference_workers(engine)
+    engines: Queue[FaceEngine] = Queue()
+    if count == 1:
+        engines.put(engine)
+    else:
+        cores = os.cpu_count() or 1
+        for _ in range(count):
+            engines.put(engine.replica(threads=max(1, cores // count)))
+    ahead = 4 * (workers + count)
+
+    def decode(path: str) -> _Decoded:
+        clock = time.perf_counter()
+        item = _read_and_decode(root, path, max_pixels)
+        times.read_decode += time.perf_counter() - clock
+        return item
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as decoders, \
+            ThreadPoolExecutor(count, thread_name_prefix="infer") as inferers:
+        decoded = _in_order((decoders.submit(decode, path) for path in paths), ahead)
+        yield from _in_order(
+            (inferers.submit(_detect_and_embed, engines, item, times) for item in decoded), ahead
+        )
 
 
 def _build_settings(engine: FaceEngine, dataset: Path) -> dict[str, Any]:
@@ -234,6 +271,7 @@ def build_index(
     engine: FaceEngine,
     *,
     workers: int = 2,
+    inference_workers: int | None = None,
     shard_size: int = 512,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     fresh: bool = False,
@@ -268,7 +306,8 @@ def build_index(
     writer = _ShardWriter(staging / "shards", len(shards), engine.dimension)
     times = summary.stages
     finished = summary.resumed_images
-    for item in process_images(engine, dataset, todo, workers=workers, max_pixels=max_pixels,
+    for item in process_images(engine, dataset, todo, workers=workers,
+                               inference_workers=inference_workers, max_pixels=max_pixels,
                                times=times):
         faces_table = FaceTable.empty()
         if item.faces:

