@@ -235,5 +235,50 @@ def demo(
         serve(out / "index", host=host, port=port, dataset=None, models=None, device="auto")
 
 
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[Path, typer.Argument(
+        help="One folder per identity, as LFW: Name/Name_0001.jpg.")],
+    pairs: Annotated[Path | None, typer.Option(
+        "--pairs", help="LFW pairs file, for 1:1 verification.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Search threshold to report (default: the search's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    models: ModelsOption = None,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
+    det_size: Annotated[int, typer.Option(
+        help="As for index: longest side of the detector input.")] = DetectionSettings.det_size,
+    min_face: Annotated[int, typer.Option(
+        help="As for index: smallest face kept (pixels).")] = DetectionSettings.min_face,
+    det_threshold: Annotated[float, typer.Option(
+        help="As for index: detector score threshold.")] = DetectionSettings.threshold,
+    workers: Annotated[int, typer.Option(help="Image decoding threads.")] = 2,
+) -> None:
+    """Measure verification, 1:N self-search and false-match rates on a labelled DATASET."""
+    from tqdm import tqdm
+
+    from faceaudit.indexer.eval_report import format_report
+    from faceaudit.indexer.evaluate import evaluate_dataset
+    from faceaudit.indexer.search import DEFAULT_THRESHOLD
+
+    try:
+        engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
+                         threshold=det_threshold)
+        with tqdm(unit="img", disable=None, dynamic_ncols=True) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            run = evaluate_dataset(
+                engine, dataset, pairs_file=pairs, workers=workers, progress=progress,
+                threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+    except FaceAuditError as error:
+        raise _fail(error) from error
+    result = run.as_dict()
+    typer.echo(json.dumps(result) if as_json else format_report(result))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

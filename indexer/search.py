@@ -42,6 +42,34 @@ class Match:
     height: int | None
 
 
+def search_vectors(
+    faiss_index: faiss.Index,
+    face_image_ids: NDArray[np.integer],
+    vector: NDArray[np.float32],
+    threshold: float,
+    top: int | None = None,
+) -> list[tuple[int, float, int]]:
+    """(image_id, score, face_id) of every photo with a face scoring above ``threshold``,
+    each photo once with its best face, best first (ties by image id), at most ``top``.
+
+    ``face_image_ids[i]`` is the photo of face i (row i of ``faiss_index``). FAISS
+    ``range_search`` on an inner-product index keeps scores strictly above the radius.
+    """
+    if faiss_index.ntotal == 0:
+        return []
+    query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
+    _, scores, face_ids = faiss_index.range_search(query, float(threshold))
+    best: dict[int, tuple[float, int]] = {}
+    for score, face_id in zip(scores.tolist(), face_ids.tolist(), strict=True):
+        image_id = int(face_image_ids[face_id])
+        if image_id not in best or score > best[image_id][0]:
+            best[image_id] = (score, face_id)
+    ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
+    if top is not None:
+        ranked = ranked[:top]
+    return [(image_id, score, face_id) for image_id, (score, face_id) in ranked]
+
+
 class FaceIndex:
     """A published index, loaded whole into memory (vectors in FAISS, metadata in arrays)."""
 
@@ -82,20 +110,9 @@ class FaceIndex:
     def search(self, vector: NDArray[np.float32], threshold: float, top: int | None = None
                ) -> list[Match]:
         """Photos with a face at or above ``threshold``, best first, each photo once."""
-        if self.size == 0:
-            return []
-        query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-        _, scores, face_ids = self.faiss.range_search(query, float(threshold))
-        best: dict[int, tuple[float, int]] = {}
-        for score, face_id in zip(scores.tolist(), face_ids.tolist(), strict=True):
-            image_id = int(self.faces.image_id[face_id])
-            if image_id not in best or score > best[image_id][0]:
-                best[image_id] = (score, face_id)
-        ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
-        if top is not None:
-            ranked = ranked[:top]
         matches = []
-        for image_id, (score, face_id) in ranked:
+        for image_id, score, face_id in search_vectors(self.faiss, self.faces.image_id, vector,
+                                                       threshold, top):
             record = self.images[image_id]
             x1, y1, x2, y2 = (round(float(v), 1) for v in self.faces.bbox[face_id])
             matches.append(Match(image_id, record.path, round(score, 4), (x1, y1, x2, y2),
