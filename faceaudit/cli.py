@@ -31,7 +31,8 @@ ModelsOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[
-    str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")
+    str, typer.Option("--device", envvar="FACEAUDIT_DEVICE",
+                      help="auto (CUDA when available), cpu or cuda.")
 ]
 ThreadsOption = Annotated[
     int | None, typer.Option("--threads", help="onnxruntime threads (default: all cores).")
