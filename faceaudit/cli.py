@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from faceaudit import __version__
 from faceaudit.errors import FaceAuditError
 from faceaudit.models.engine import DetectionSettings
 
@@ -125,29 +126,33 @@ def search(
 ) -> None:
     """List the indexed photos in which the person of SELFIE appears, best first."""
     from faceaudit.imaging import decode_image
-    from faceaudit.indexer.search import DEFAULT_THRESHOLD, FaceIndex, search_selfie
+    from faceaudit.indexer.search import FaceIndex, search_selfie
     from faceaudit.results import search_response
 
-    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     try:
         face_index = FaceIndex(index_dir)
         engine = _engine(models, device)
+        threshold = engine.calibration.threshold if threshold is None else threshold
         image = decode_image(selfie)
         matches = search_selfie(engine, face_index, image, threshold=threshold, top=top)
     except FaceAuditError as error:
         raise _fail(error) from error
-    response = search_response(face_index, matches, threshold)
+    response = search_response(face_index, matches, threshold, engine.calibration)
     if as_json:
         typer.echo(json.dumps(response))
         return
+    expected = response["expected_false_matches"]
+    meaning = ("uncalibrated model pack: no false-match estimate" if expected is None else
+               f"about {expected:.2g} faces of other people are expected above it in an index "
+               "of this size")
+    typer.echo(f"threshold {threshold} ({meaning}); {face_index.size} faces in "
+               f"{len(face_index.images)} photos, model pack {face_index.model_pack}")
     if not matches:
-        typer.echo(f"No photo in the index matches at threshold {threshold}.")
+        typer.echo("No photo in the index matches.")
         return
-    typer.echo(f"{len(matches)} photo(s) at threshold {threshold} ({face_index.size} faces "
-               f"indexed, model pack {face_index.model_pack}):")
     for match in response["matches"]:
         box = ", ".join(f"{v:.0f}" for v in match["bbox"])
-        typer.echo(f"{match['score']:.3f}  {match['image']}  [{box}]")
+        typer.echo(f"{match['score']:.3f}  {match['strength']:<8}  {match['image']}  [{box}]")
 
 
 @app.command()
@@ -255,13 +260,16 @@ def eval_command(
     det_threshold: Annotated[float, typer.Option(
         help="As for index: detector score threshold.")] = DetectionSettings.threshold,
     workers: Annotated[int, typer.Option(help="Image decoding threads.")] = 2,
+    calibrate: Annotated[Path | None, typer.Option(
+        help="Write the model pack's calibration (default threshold and false-match rates) "
+        "from this run to this file.")] = None,
 ) -> None:
     """Measure verification, 1:N self-search and false-match rates on a labelled DATASET."""
     from tqdm import tqdm
 
     from faceaudit.indexer.eval_report import format_report
-    from faceaudit.indexer.evaluate import evaluate_dataset
-    from faceaudit.indexer.search import DEFAULT_THRESHOLD
+    from faceaudit.indexer.evaluate import CALIBRATION_SWEEP, evaluate_dataset
+    from faceaudit.models.calibration import calibration_from_eval
 
     try:
         engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
@@ -274,11 +282,21 @@ def eval_command(
 
             run = evaluate_dataset(
                 engine, dataset, pairs_file=pairs, workers=workers, progress=progress,
-                threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+                threshold=engine.calibration.threshold if threshold is None else threshold,
+                thresholds=CALIBRATION_SWEEP)
     except FaceAuditError as error:
         raise _fail(error) from error
     result = run.as_dict()
     typer.echo(json.dumps(result) if as_json else format_report(result))
+    if calibrate is not None:
+        source = (f"faceaudit eval {dataset.name}"
+                  f"{' --pairs ' + pairs.name if pairs else ''}, faceaudit {__version__}")
+        recognizer = engine.pack.recognizer.path.name
+        calibration = calibration_from_eval(result, engine.pack, engine.sha256[recognizer],
+                                            source)
+        calibrate.write_text(calibration.to_json(), encoding="utf-8")
+        typer.echo(f"calibration written to {calibrate}: default threshold "
+                   f"{calibration.threshold}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

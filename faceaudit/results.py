@@ -5,15 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 from faceaudit.indexer.search import FaceIndex, Match
+from faceaudit.models.calibration import Calibration
+
+GUIDE_THRESHOLDS = [0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.60]
 
 
-def search_response(index: FaceIndex, matches: list[Match], threshold: float) -> dict[str, Any]:
+def search_response(index: FaceIndex, matches: list[Match], threshold: float,
+                    calibration: Calibration) -> dict[str, Any]:
+    """``expected_false_matches``: how many faces of other people an index of this size is
+    expected to return at this threshold (index faces x the pack's calibrated false-match
+    rate); null for an uncalibrated pack. ``strength`` per match: "strong" or "possible"."""
     return {
         "faces_in_selfie": 1,
         "threshold": threshold,
         "model_pack": index.model_pack,
         "index_size": index.size,
+        "index_images": len(index.images),
+        "expected_false_matches": calibration.guide(index.size, [threshold])[0][
+            "expected_false_matches"],
+        "calibrated": calibration.calibrated,
+        "default_threshold": calibration.threshold,
+        "threshold_guide": calibration.guide(index.size, GUIDE_THRESHOLDS),
         "matches": [
-            {"image": m.image, "score": m.score, "bbox": list(m.bbox)} for m in matches
+            {"image": m.image, "score": m.score, "bbox": list(m.bbox),
+             "strength": calibration.strength(m.score, index.size)}
+            for m in matches
         ],
     }

@@ -43,6 +43,8 @@ from faceaudit.models.engine import FaceEngine
 log = logging.getLogger(__name__)
 
 SWEEP = np.round(np.arange(0.20, 0.70 + 1e-9, 0.025), 3)
+# Wider, for calibration: the false-match-rate curve must reach the scores of strong matches.
+CALIBRATION_SWEEP = np.round(np.arange(0.10, 0.90 + 1e-9, 0.025), 3)
 FAR_LEVELS = (1e-2, 1e-3)
 MAX_FPIR = 0.01
 NO_FACE_SCORE = -1.0

@@ -20,12 +20,12 @@ from faceaudit.indexer.store import (
     read_images,
     read_manifest,
 )
+from faceaudit.models.calibration import UNCALIBRATED_THRESHOLD
 from faceaudit.models.engine import DetectedFace, FaceEngine
 
-# Cosine similarity at or above which a face counts as the same person. Chosen for buffalo_s
-# from the gap between same-person and different-person scores on the test photos (same
-# person: 0.5-0.9; others: below 0.25); the evaluation issue calibrates it on LFW.
-DEFAULT_THRESHOLD = 0.40
+# The threshold of a pack nobody has calibrated; a calibrated pack brings its own
+# (faceaudit.models.calibration), which is what search uses when no threshold is given.
+DEFAULT_THRESHOLD = UNCALIBRATED_THRESHOLD
 # A face in a selfie counts when its box is at least this share of the largest face's, so a
 # stranger far behind the user does not make the selfie ambiguous.
 SELFIE_FACE_RATIO = 0.4
@@ -109,7 +109,7 @@ class FaceIndex:
 
     def search(self, vector: NDArray[np.float32], threshold: float, top: int | None = None
                ) -> list[Match]:
-        """Photos with a face at or above ``threshold``, best first, each photo once."""
+        """Photos with a face scoring above ``threshold``, best first, each photo once."""
         matches = []
         for image_id, score, face_id in search_vectors(self.faiss, self.faces.image_id, vector,
                                                        threshold, top):
@@ -144,9 +144,13 @@ def search_selfie(
     index: FaceIndex,
     selfie: DecodedImage,
     *,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     top: int | None = None,
 ) -> list[Match]:
+    """Photos of ``index`` with the selfie's person, best first. ``threshold`` defaults to the
+    model pack's calibrated one."""
     index.check_engine(engine)
+    if threshold is None:
+        threshold = engine.calibration.threshold
     face = selfie_face(engine, selfie)
     return index.search(engine.embed(selfie, [face])[0], threshold, top)

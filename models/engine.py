@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from skimage.transform import SimilarityTransform
 
 from faceaudit.imaging import DecodedImage
+from faceaudit.models.calibration import load_calibration
 from faceaudit.models.packs import ModelPack, read_verified
 from faceaudit.models.sessions import Device, choose_providers, create_session
 
@@ -102,6 +103,7 @@ class FaceEngine:
             for role, (data, _) in self._verified.items()
         }
         log.info("model pack %s on %s", pack.name, self.providers[0])
+        self.calibration = load_calibration(pack, self.sha256[pack.recognizer.path.name])
         self._detector = SCRFD(
             model_file=str(pack.detector.path),
             session=sessions["detector"],

@@ -59,7 +59,8 @@ def search_options(form: dict[str, Part], services: Services, threshold: float |
                    top: int | None) -> SearchOptions:
     """Form fields over query parameters over the server's defaults."""
     settings = services.settings
-    values: dict[str, Any] = {"threshold": settings.threshold, "top": settings.max_results}
+    default = settings.threshold or services.engine.calibration.threshold
+    values: dict[str, Any] = {"threshold": default, "top": settings.max_results}
     values.update({k: v for k, v in {"threshold": threshold, "top": top}.items() if v is not None})
     values.update({k: form[k].text() for k in ("threshold", "top") if k in form})
     try:
@@ -110,7 +111,8 @@ async def search(
                                       max_side=settings.selfie_max_side)
     del form, selfie  # the upload's bytes need not wait for the engine lock with us
     matches = await services.search(decoded, options.threshold, options.top)
-    result = search_response(services.index, matches, options.threshold)
+    result = search_response(services.index, matches, options.threshold,
+                             services.engine.calibration)
     for out, match in zip(result["matches"], matches, strict=True):
         out.update(_photo_fields(request, services, match))
     response.headers["Cache-Control"] = "no-store"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from faceaudit.indexer.search import DEFAULT_THRESHOLD
 from faceaudit.models.sessions import Device
 
 
@@ -17,7 +16,7 @@ class ServiceSettings(BaseSettings):
     models: str | None = None  # pack folder; None: buffalo_s (or FACEAUDIT_MODELS)
     device: Device = "auto"
     dataset: Path | None = None  # where the indexed photos are now; default: as built
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: the model pack's calibrated threshold
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 40_000_000
     max_results: int = 200

@@ -275,7 +275,7 @@ def test_search_finds_every_photo_of_the_person_and_no_other(
 
     index = FaceIndex(built_index)
     matches = search_selfie(engine, index, decode_image(yao), threshold=result["threshold"])
-    expected = search_response(index, matches, result["threshold"])
+    expected = search_response(index, matches, result["threshold"], engine.calibration)
     assert {k: v for k, v in result.items() if k != "matches"} == {
         k: v for k, v in expected.items() if k != "matches"}
     for got, want, match in zip(result["matches"], expected["matches"], matches, strict=True):
