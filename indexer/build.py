@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -125,12 +125,14 @@ class ProcessedImage:
     record: ImageRecord
     faces: list[DetectedFace]
     vectors: NDArray[np.float32]
+    query_vectors: NDArray[np.float32] | None = None  # as a selfie is embedded (with flip)
 
 
-def _detect_and_embed(engines: Queue[FaceEngine], item: _Decoded, times: StageTimes
-                      ) -> ProcessedImage:
+def _detect_and_embed(engines: Queue[FaceEngine], item: _Decoded, times: StageTimes,
+                      as_query: bool) -> ProcessedImage:
     record, faces = item.record, []
     engine = engines.get()
+    query_vectors = None
     try:
         vectors = np.empty((0, engine.dimension), np.float32)
         if item.image is None:
@@ -141,6 +143,8 @@ def _detect_and_embed(engines: Queue[FaceEngine], item: _Decoded, times: StageTi
             times.detect += time.perf_counter() - clock
             clock = time.perf_counter()
             vectors = engine.embed(item.image, faces)
+            if as_query:
+                query_vectors = engine.embed(item.image, faces, flip=True)
             times.embed += time.perf_counter() - clock
         except Exception as error:  # one bad image must never stop a long build
             log.warning("failed on %s: %s", item.path, error)
@@ -151,7 +155,7 @@ def _detect_and_embed(engines: Queue[FaceEngine], item: _Decoded, times: StageTi
     record.faces = len(faces)
     if record.status == STATUS_OK and not faces:
         record.status = STATUS_NO_FACE
-    return ProcessedImage(record, faces, vectors)
+    return ProcessedImage(record, faces, vectors, query_vectors)
 
 
 def process_images(
@@ -163,13 +167,15 @@ def process_images(
     inference_workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     times: StageTimes | None = None,
+    query_paths: Container[str] = frozenset(),
 ) -> Iterator[ProcessedImage]:
     """Read, decode, detect and embed each image; results in input order. The one pipeline
     that both ``index`` and ``eval`` run. A failure is recorded on the image, never raised.
 
     ``workers`` threads read and decode; ``inference_workers`` threads each own a replica of
     ``engine`` (onnxruntime and Pillow release the GIL, so both stages run in parallel).
-    ``times`` accumulates busy seconds per stage, summed over threads.
+    ``times`` accumulates busy seconds per stage, summed over threads. Images in
+    ``query_paths`` also get ``query_vectors``, embedded as a selfie is (for ``eval``).
     """
     times = times if times is not None else StageTimes()
     count = inference_workers or default_inference_workers(engine)
@@ -192,7 +198,8 @@ def process_images(
             ThreadPoolExecutor(count, thread_name_prefix="infer") as inferers:
         decoded = _in_order((decoders.submit(decode, path) for path in paths), ahead)
         yield from _in_order(
-            (inferers.submit(_detect_and_embed, engines, item, times) for item in decoded), ahead
+            (inferers.submit(_detect_and_embed, engines, item, times, item.path in query_paths)
+             for item in decoded), ahead
         )
 
 

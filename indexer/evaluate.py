@@ -99,6 +99,7 @@ class ExtractedFaces:
     width: int
     height: int
     error: str | None = None
+    query_vectors: NDArray[np.float32] | None = None  # as the image is embedded as a selfie
 
     @property
     def labelled(self) -> int | None:
@@ -118,17 +119,20 @@ def extract_with_engine(
     times: StageTimes | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, ExtractedFaces]:
-    """Every image of ``dataset`` through ``process_images``, the pipeline of ``index``."""
+    """Every image of ``dataset`` through ``process_images``, the pipeline of ``index``; the
+    images that serve as selfies are also embedded as ``search`` embeds a selfie."""
     paths = dataset.paths
+    selfies = {images[0] for images in dataset.identities.values()}
     extracted: dict[str, ExtractedFaces] = {}
     for done, item in enumerate(
-        process_images(engine, dataset.root, paths, workers=workers, times=times), start=1
+        process_images(engine, dataset.root, paths, workers=workers, times=times,
+                       query_paths=selfies), start=1
     ):
         record = item.record
         boxes = np.array([face.bbox for face in item.faces], np.float32).reshape(-1, 4)
         error = record.error if record.status == STATUS_FAILED else None
         extracted[record.path] = ExtractedFaces(boxes, item.vectors, record.width or 0,
-                                                record.height or 0, error)
+                                                record.height or 0, error, item.query_vectors)
         if progress:
             progress(done, len(paths))
     return extracted
@@ -197,6 +201,15 @@ class EvalReport:
 def _labelled_vector(faces: ExtractedFaces) -> NDArray[np.float32] | None:
     index = faces.labelled
     return None if index is None else faces.vectors[index]
+
+
+def _selfie_vector(faces: ExtractedFaces) -> NDArray[np.float32] | None:
+    """The labelled face as a selfie is embedded (``query_vectors`` when the extractor gives
+    them: faceaudit embeds selfies with their mirror image), else as any photo is."""
+    index = faces.labelled
+    if index is None:
+        return None
+    return (faces.query_vectors if faces.query_vectors is not None else faces.vectors)[index]
 
 
 def check_pairs(pairs: metrics.Pairs, images: Container[str]) -> None:
@@ -332,7 +345,7 @@ def self_search(
     examples: list[dict[str, Any]] = []
     for number, (name, selfie, total) in enumerate(searches):
         own_total.append(total)
-        query = _labelled_vector(extracted[selfie])
+        query = _selfie_vector(extracted[selfie])
         if query is None:
             continue
         for image_id, score, face_id in search_vectors(index, face_image, query, lowest):

@@ -153,4 +153,4 @@ def search_selfie(
     if threshold is None:
         threshold = engine.calibration.threshold
     face = selfie_face(engine, selfie)
-    return index.search(engine.embed(selfie, [face])[0], threshold, top)
+    return index.search(engine.embed(selfie, [face], flip=True)[0], threshold, top)

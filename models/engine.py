@@ -171,5 +171,13 @@ class FaceEngine:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
         return vectors
 
-    def embed(self, image: DecodedImage, faces: Sequence[DetectedFace]) -> NDArray[np.float32]:
-        return self.embed_crops(self.align(image, faces))
+    def embed(self, image: DecodedImage, faces: Sequence[DetectedFace], *, flip: bool = False
+              ) -> NDArray[np.float32]:
+        """Embeddings of ``faces``. ``flip``: average each face's embedding with its mirror
+        image's (twice the compute; used for selfies, where it raises 1:N recall)."""
+        crops = self.align(image, faces)
+        if not flip:
+            return self.embed_crops(crops)
+        both = self.embed_crops(crops + [np.ascontiguousarray(c[:, ::-1]) for c in crops])
+        mean = both[: len(crops)] + both[len(crops):]
+        return mean / (np.linalg.norm(mean, axis=1, keepdims=True) + 1e-12)
