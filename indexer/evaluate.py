@@ -118,11 +118,13 @@ def extract_with_engine(
     workers: int = 2,
     times: StageTimes | None = None,
     progress: Callable[[int, int], None] | None = None,
+    embed_selfies: bool = True,
 ) -> dict[str, ExtractedFaces]:
     """Every image of ``dataset`` through ``process_images``, the pipeline of ``index``; the
-    images that serve as selfies are also embedded as ``search`` embeds a selfie."""
+    images that serve as selfies are also embedded as ``search`` embeds a selfie (unless
+    ``embed_selfies`` is false: then only what ``index`` computes)."""
     paths = dataset.paths
-    selfies = {images[0] for images in dataset.identities.values()}
+    selfies = {images[0] for images in dataset.identities.values()} if embed_selfies else set()
     extracted: dict[str, ExtractedFaces] = {}
     for done, item in enumerate(
         process_images(engine, dataset.root, paths, workers=workers, times=times,
