@@ -1,4 +1,5 @@
-"""The HTTP API: health, search by selfie, thumbnails of the photos found."""
+"""The HTTP API: health, service info, search by selfie, thumbnails of the photos and faces
+found."""
 
 from __future__ import annotations
 
@@ -13,8 +14,14 @@ from faceaudit.indexer.search import Match
 from faceaudit.results import search_response
 from faceaudit.service.deps import IndexDep, Services, ServicesDep, check_rate_limit
 from faceaudit.service.errors import ERROR_RESPONSES, ErrorResponse, InvalidParameter
-from faceaudit.service.schemas import Health, SearchResult
-from faceaudit.service.thumbnails import ThumbnailNotFound, photo_path, render_thumbnail
+from faceaudit.service.schemas import Health, Info, SearchResult
+from faceaudit.service.thumbnails import (
+    FACE_SIZE,
+    ThumbnailNotFound,
+    photo_path,
+    render_face,
+    render_thumbnail,
+)
 from faceaudit.service.uploads import Part, file_field, read_multipart
 
 router = APIRouter()
@@ -22,6 +29,9 @@ router = APIRouter()
 SELFIE_FIELD = "selfie"
 FORM_OVERHEAD = 16 * 1024  # multipart boundaries, part headers and the small text fields
 
+# /api/info's threshold guide covers the page's whole strictness slider, so that the page can
+# say what any position of it means before a search.
+INFO_GUIDE_THRESHOLDS = [round(0.20 + 0.05 * i, 2) for i in range(15)]  # 0.20 ... 0.90
 _THRESHOLD_DOC = "Similarity from which a face counts as the same person, in (0, 1]."
 _TOP_DOC = "At most this many photos (capped by the server's max_results)."
 _SEARCH_BODY = {
@@ -59,7 +69,7 @@ def search_options(form: dict[str, Part], services: Services, threshold: float |
                    top: int | None) -> SearchOptions:
     """Form fields over query parameters over the server's defaults."""
     settings = services.settings
-    default = settings.threshold or services.engine.calibration.threshold
+    default = default_threshold(services)
     values: dict[str, Any] = {"threshold": default, "top": settings.max_results}
     values.update({k: v for k, v in {"threshold": threshold, "top": top}.items() if v is not None})
     values.update({k: form[k].text() for k in ("threshold", "top") if k in form})
@@ -73,9 +83,31 @@ def search_options(form: dict[str, Part], services: Services, threshold: float |
     return options
 
 
+def default_threshold(services: Services) -> float:
+    """The operator's threshold if set, else the model pack's calibrated one."""
+    return services.settings.threshold or services.engine.calibration.threshold
+
+
 @router.get("/healthz", response_model=Health)
 def healthz(index: IndexDep) -> Health:
     return Health(model_pack=index.model_pack, index_size=index.size, images=len(index.images))
+
+
+@router.get("/api/info", response_model=Info)
+def info(services: ServicesDep) -> Info:
+    """What a client needs before its first search: the index, the default threshold and what
+    thresholds mean for this index, the upload limit."""
+    index, calibration = services.index, services.engine.calibration
+    return Info(
+        model_pack=index.model_pack,
+        index_size=index.size,
+        index_images=len(index.images),
+        calibrated=calibration.calibrated,
+        default_threshold=default_threshold(services),
+        threshold_guide=calibration.guide(index.size, INFO_GUIDE_THRESHOLDS),
+        max_upload_bytes=services.settings.max_upload_bytes,
+        max_results=services.settings.max_results,
+    )
 
 
 @router.post(
@@ -113,6 +145,7 @@ async def search(
     matches = await services.search(decoded, options.threshold, options.top)
     result = search_response(services.index, matches, options.threshold,
                              services.engine.calibration)
+    result["default_threshold"] = default_threshold(services)  # the operator's, if set
     for out, match in zip(result["matches"], matches, strict=True):
         out.update(_photo_fields(request, services, match))
     response.headers["Cache-Control"] = "no-store"
@@ -120,9 +153,11 @@ async def search(
 
 
 def _photo_fields(request: Request, services: Services, match: Match) -> dict[str, Any]:
-    token = services.tokens.issue(match.image_id)
+    photo = services.tokens.issue(match.image_id)
+    face = services.tokens.issue(match.image_id, match.face_id)
     return {
-        "thumbnail": request.url_for("thumbnail", token=token).path,
+        "thumbnail": request.url_for("thumbnail", token=photo).path,
+        "face_thumbnail": request.url_for("face_thumbnail", token=face).path,
         "width": match.width,
         "height": match.height,
     }
@@ -146,6 +181,34 @@ async def thumbnail(token: str, services: ServicesDep) -> Response:
     path = photo_path(services.photos_root, relative)
     data = await run_in_threadpool(render_thumbnail, path, relative,
                                    services.settings.thumbnail_size)
+    return Response(data, media_type="image/jpeg", headers={
+        "Cache-Control": f"private, max-age={services.tokens.ttl_s}",
+    })
+
+
+@router.get(
+    "/api/faces/{token}",
+    name="face_thumbnail",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}},
+              "description": "A square JPEG close-up of the matched face, at most "
+              f"{FACE_SIZE} pixels a side."},
+        404: {"model": ErrorResponse, "description": "Invalid or expired link, or photo gone."},
+    },
+)
+async def face_thumbnail(token: str, services: ServicesDep) -> Response:
+    """A close-up of the face that matched, through the link the search returned: in a group
+    photo the face is too small in the thumbnail to tell who it is."""
+    image_id, face_id = services.tokens.verify_face(token)
+    index = services.index
+    if face_id >= index.size or int(index.faces.image_id[face_id]) != image_id:
+        raise ThumbnailNotFound("This face link is not for a face of this index.")
+    record = index.images[image_id]
+    path = photo_path(services.photos_root, record.path)
+    known = (record.width, record.height) if record.width and record.height else None
+    bbox = [float(v) for v in index.faces.bbox[face_id]]
+    data = await run_in_threadpool(render_face, path, record.path, bbox, known)
     return Response(data, media_type="image/jpeg", headers={
         "Cache-Control": f"private, max-age={services.tokens.ttl_s}",
     })

@@ -6,7 +6,17 @@ search result, and fields added there reach clients without a change here.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from faceaudit.service.thumbnails import FACE_SIZE
+
+_EXPECTED_DOC = (
+    "How many faces of other people a search of this index is expected to return at this "
+    "threshold: the faces in the index times the model pack's calibrated false-match rate. "
+    "Null when the model pack is not calibrated (the figure is then unknown, not zero)."
+)
 
 
 class Health(BaseModel):
@@ -18,13 +28,44 @@ class Health(BaseModel):
     images: int = Field(description="Photos in the index, with or without faces.")
 
 
+class GuidePoint(BaseModel):
+    threshold: float
+    expected_false_matches: float | None = Field(description=_EXPECTED_DOC)
+
+
+class Info(BaseModel):
+    """What a client needs before its first search."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_pack: str
+    index_size: int = Field(description="Faces in the index.")
+    index_images: int = Field(description="Photos in the index, with or without faces.")
+    calibrated: bool = Field(description="Whether the model pack has a calibrated false-match "
+                             "rate; if not, expected_false_matches are null.")
+    default_threshold: float = Field(description="The threshold a search uses when it names "
+                                     "none: the operator's, else the model pack's calibrated one.")
+    threshold_guide: list[GuidePoint] = Field(
+        description="Expected faces of other people per search at thresholds across the usable "
+        "range, ascending; interpolate between them on a log scale.")
+    max_upload_bytes: int = Field(description="The largest selfie accepted, in bytes.")
+    max_results: int = Field(description="The most photos one search returns.")
+
+
 class MatchOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     image: str = Field(description="Path of the photo, relative to the dataset root.")
     score: float = Field(description="Cosine similarity of the best face in the photo.")
     bbox: list[float] = Field(description="x1, y1, x2, y2 of that face, in photo pixels.")
+    strength: Literal["strong", "possible"] = Field(
+        description='"strong": fewer than 0.01 faces of other people are expected to score this '
+        'high in this index, so it is very likely the same person. "possible": look at the '
+        "photo to decide (always so for an uncalibrated model pack).")
     thumbnail: str = Field(description="Signed link to a thumbnail, valid for a limited time.")
+    face_thumbnail: str = Field(
+        description=f"Signed link to a square close-up of that face (JPEG, at most {FACE_SIZE} "
+        "pixels a side), valid for a limited time.")
     width: int | None = Field(description="Width of the upright photo, in pixels.")
     height: int | None = Field(description="Height of the upright photo, in pixels.")
 
@@ -33,7 +74,17 @@ class SearchResult(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     faces_in_selfie: int
-    threshold: float
+    threshold: float = Field(description="The similarity threshold this search used.")
     model_pack: str
-    index_size: int
-    matches: list[MatchOut]
+    index_size: int = Field(description="Faces in the index.")
+    index_images: int = Field(description="Photos in the index, with or without faces.")
+    expected_false_matches: float | None = Field(description=_EXPECTED_DOC)
+    calibrated: bool = Field(description="Whether the model pack has a calibrated false-match "
+                             "rate; if not, expected_false_matches are null.")
+    default_threshold: float = Field(description="The threshold a search uses when it names "
+                                     "none.")
+    threshold_guide: list[GuidePoint] = Field(
+        description="Expected faces of other people at a few thresholds, ascending, for "
+        "choosing one.")
+    matches: list[MatchOut] = Field(description="Photos with a face like the selfie's, best "
+                                    "first, each once with its best face.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import builtins
 import io
 import json
@@ -11,6 +12,7 @@ import random
 import shutil
 import socket
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -31,15 +33,20 @@ from PIL import Image
 from faceaudit.errors import IncompatibleIndex
 from faceaudit.imaging import decode_image
 from faceaudit.indexer.search import FaceIndex, search_selfie
+from faceaudit.models.calibration import UNCALIBRATED_THRESHOLD, Calibration
 from faceaudit.models.engine import FaceEngine
-from faceaudit.results import search_response
+from faceaudit.results import GUIDE_THRESHOLDS, search_response
+from faceaudit.service.api import INFO_GUIDE_THRESHOLDS
 from faceaudit.service.app import create_app
 from faceaudit.service.settings import ServiceSettings
 from faceaudit.service.thumbnails import (
+    FACE_SIZE,
     PhotoUnavailable,
     ThumbnailNotFound,
     ThumbnailTokens,
+    face_square,
     photo_path,
+    render_face,
 )
 from faceaudit.service.uploads import (
     EmptyUpload,
@@ -94,6 +101,11 @@ def selfie_files(data: bytes, name: str = "selfie.jpg") -> dict[str, tuple[str, 
     return {"selfie": (name, data, "image/jpeg")}
 
 
+def rounded(value: float | None) -> float | None:
+    """As faceaudit.results rounds expected false matches: three significant digits."""
+    return None if value is None else float(f"{value:.3g}")
+
+
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, object]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -118,6 +130,24 @@ def client(settings: ServiceSettings, engine: FaceEngine) -> Iterator[TestClient
 @pytest.fixture(scope="module")
 def yao(collection: tuple[Path, Path]) -> bytes:
     return (collection[1] / "yaoming.jpg").read_bytes()
+
+
+# A hand-made calibration under which Yao's 4 photos (scores 0.98, 0.94, 0.80, 0.63 in the
+# 41-face demo index) are 3 strong matches and 1 possible one.
+CALIBRATED = Calibration(pack="buffalo_s", recognizer_sha256=None, threshold=0.38,
+                         fmr=[(0.2, 0.05), (0.4, 0.005), (0.6, 5e-4), (0.7, 1e-4), (0.8, 1e-5)],
+                         impostor_comparisons=10_000_000, source="test")
+UNCALIBRATED = Calibration(pack="buffalo_s", recognizer_sha256=None,
+                           threshold=UNCALIBRATED_THRESHOLD, fmr=[], impostor_comparisons=0,
+                           source="uncalibrated")
+
+
+@pytest.fixture(params=[CALIBRATED, UNCALIBRATED], ids=["calibrated", "uncalibrated"])
+def calibration(request: pytest.FixtureRequest, engine: FaceEngine,
+                monkeypatch: pytest.MonkeyPatch) -> Calibration:
+    """The engine with each calibration in turn (the bundled file may or may not exist)."""
+    monkeypatch.setattr(engine, "calibration", request.param)
+    return request.param
 
 
 def search(client: TestClient, data: bytes, **params: object) -> httpx.Response:
@@ -227,6 +257,33 @@ def test_thumbnail_tokens_verify_and_expire() -> None:
         tokens.verify(token)
 
 
+def test_face_tokens_sign_image_and_face() -> None:
+    now = [1_000_000.0]
+    tokens = ThumbnailTokens(60, clock=lambda: now[0])
+    face, photo = tokens.issue(7, 3), tokens.issue(7)
+    assert tokens.verify_face(face) == (7, 3)
+    with pytest.raises(ThumbnailNotFound):
+        tokens.verify(face)  # a close-up link is not a photo link
+    with pytest.raises(ThumbnailNotFound):
+        tokens.verify_face(photo)  # nor the other way round
+    raw = bytearray(base64.urlsafe_b64decode(face + "=="))
+    for offset in (3, 7):  # the image id's and the face id's last bytes
+        tampered = raw.copy()
+        tampered[offset] ^= 1
+        with pytest.raises(ThumbnailNotFound):
+            tokens.verify_face(base64.urlsafe_b64encode(bytes(tampered)).rstrip(b"=").decode())
+    now[0] += 61
+    with pytest.raises(ThumbnailNotFound):
+        tokens.verify_face(face)
+
+
+def test_face_square_keeps_a_margin_and_stays_in_the_photo() -> None:
+    assert face_square((40, 40, 60, 70), 200, 100) == pytest.approx((23, 28, 77, 82))
+    assert face_square((0, 0, 20, 30), 200, 100) == pytest.approx((0, 0, 54, 54))  # moved
+    assert face_square((180, 80, 200, 100), 200, 100) == pytest.approx((164, 64, 200, 100))
+    assert face_square((0, 0, 90, 90), 200, 100) == pytest.approx((0, 0, 100, 100))  # shrunk
+
+
 def test_photo_path_stays_under_the_dataset(tmp_path: Path) -> None:
     assert photo_path(tmp_path, "a/b.jpg") == tmp_path / "a" / "b.jpg"
     for bad in ("../secret.jpg", "/etc/passwd", "a/../../b.jpg", ""):
@@ -244,6 +301,30 @@ def test_healthz(client: TestClient, built_index: Path) -> None:
     }
 
 
+def test_info(client: TestClient, built_index: Path, settings: ServiceSettings,
+              calibration: Calibration) -> None:
+    index = FaceIndex(built_index)
+    info = client.get("/api/info").json()
+    assert info == {
+        "model_pack": "buffalo_s", "index_size": index.size, "index_images": len(index.images),
+        "calibrated": calibration.calibrated, "default_threshold": calibration.threshold,
+        "threshold_guide": calibration.guide(index.size, INFO_GUIDE_THRESHOLDS),
+        "max_upload_bytes": settings.max_upload_bytes, "max_results": settings.max_results,
+    }
+    # The guide spans the page's slider (0.20 to 0.90), ascending.
+    thresholds = [p["threshold"] for p in info["threshold_guide"]]
+    assert thresholds == sorted(thresholds) and thresholds[0] <= 0.2 and thresholds[-1] >= 0.9
+
+
+def test_the_operators_threshold_is_the_default(settings: ServiceSettings, engine: FaceEngine,
+                                                yao: bytes) -> None:
+    with TestClient(create_app(settings.model_copy(update={"threshold": 0.5}),
+                               engine=engine)) as operated:
+        assert operated.get("/api/info").json()["default_threshold"] == 0.5
+        result = search(operated, yao).json()
+        assert result["threshold"] == result["default_threshold"] == 0.5
+
+
 def test_page(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
@@ -254,6 +335,19 @@ def test_page(client: TestClient) -> None:
     for asset in ("/static/app.js", "/static/style.css"):
         assert asset in page.text
         assert client.get(asset).status_code == 200
+    for element in ('id="threshold-guide"', 'id="results-note"', 'aria-live="polite"'):
+        assert element in page.text
+    script = client.get("/static/app.js").text
+    for used in ("/api/info", "face_thumbnail", "threshold_guide", "expected_false_matches",
+                 "Strong match", "Possible match"):
+        assert used in script
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_page_script_parses() -> None:
+    script = Path(__file__).parents[1] / "service" / "static" / "app.js"
+    checked = subprocess.run(["node", "--check", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_openapi_documents_the_multipart_selfie(client: TestClient) -> None:
@@ -263,6 +357,18 @@ def test_openapi_documents_the_multipart_selfie(client: TestClient) -> None:
     assert schema["properties"]["selfie"]["format"] == "binary"
     assert {"413", "422"} <= set(operation["responses"])
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_documents_the_result_fields(client: TestClient) -> None:
+    api = client.get("/openapi.json").json()
+    schemas = api["components"]["schemas"]
+    match, result = schemas["MatchOut"]["properties"], schemas["SearchResult"]["properties"]
+    assert match["strength"]["enum"] == ["strong", "possible"]
+    assert match["strength"]["description"] and match["face_thumbnail"]["description"]
+    for name in ("expected_false_matches", "calibrated", "default_threshold", "threshold_guide",
+                 "index_images"):
+        assert result[name]["description"], name
+    assert {"/api/info", "/api/faces/{token}"} <= set(api["paths"])
 
 
 def test_search_finds_every_photo_of_the_person_and_no_other(
@@ -282,6 +388,29 @@ def test_search_finds_every_photo_of_the_person_and_no_other(
         assert {k: got[k] for k in want} == want
         assert (got["width"], got["height"]) == (match.width, match.height)
         assert got["thumbnail"].startswith("/api/thumbnails/")
+
+
+def test_search_says_what_the_threshold_means(client: TestClient, yao: bytes,
+                                              built_index: Path,
+                                              calibration: Calibration) -> None:
+    result = search(client, yao).json()
+    size = FaceIndex(built_index).size
+    threshold = result["threshold"]
+    assert threshold == result["default_threshold"] == calibration.threshold
+    assert result["calibrated"] is calibration.calibrated
+    assert result["expected_false_matches"] == rounded(
+        calibration.expected_false_matches(threshold, size))
+    assert result["threshold_guide"] == calibration.guide(size, GUIDE_THRESHOLDS)
+    strengths = [m["strength"] for m in result["matches"]]
+    assert strengths == [calibration.strength(m["score"], size) for m in result["matches"]]
+    if calibration.calibrated:
+        assert result["expected_false_matches"] > 0
+        assert strengths == ["strong", "strong", "strong", "possible"]
+    else:
+        assert result["expected_false_matches"] is None
+        assert {p["expected_false_matches"] for p in result["threshold_guide"]} == {None}
+        assert set(strengths) == {"possible"}
+    assert {m["image"] for m in result["matches"]} == YAO_PHOTOS
 
 
 def test_search_options(client: TestClient, yao: bytes) -> None:
@@ -308,6 +437,80 @@ def test_thumbnail_from_a_result_is_a_jpeg(client: TestClient, yao: bytes,
         # Same proportions as the photo, so the page can scale the box.
         assert thumb.size[0] / thumb.size[1] == pytest.approx(match["width"] / match["height"],
                                                               rel=0.02)
+
+
+def test_face_close_ups_show_the_matched_face(client: TestClient, yao: bytes,
+                                              engine: FaceEngine,
+                                              settings: ServiceSettings) -> None:
+    sides = {}
+    for match in search(client, yao).json()["matches"]:
+        response = client.get(match["face_thumbnail"])
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/jpeg"
+        assert response.headers["cache-control"].startswith("private")
+        with Image.open(io.BytesIO(response.content)) as close_up:
+            assert close_up.format == "JPEG"
+            width, height = close_up.size
+        assert abs(width - height) <= 2 and 16 <= width <= FACE_SIZE
+        # The face is in it, and about in the middle (the square only moves off-centre to
+        # stay inside the photo, which these faces are well within).
+        faces = engine.detect(decode_image(response.content))
+        assert faces, match["image"]
+        x1, y1, x2, y2 = max(faces, key=lambda f: f.short_side).bbox
+        assert abs((x1 + x2) / 2 - width / 2) < 0.2 * width
+        assert abs((y1 + y2) / 2 - height / 2) < 0.2 * height
+        in_thumbnail = (match["bbox"][2] - match["bbox"][0]) * settings.thumbnail_size / max(
+            match["width"], match["height"])
+        sides[match["image"]] = (x2 - x1, in_thumbnail)
+    # In the team photo the face is a few pixels wide in the thumbnail; the close-up is the
+    # point: several times as many.
+    close_up, thumbnail = sides["team/players.jpg"]
+    assert thumbnail < 20 and close_up > 3 * thumbnail
+
+
+def test_a_close_up_of_a_large_photo_is_decoded_reduced_and_still_centred(
+        yao: bytes, engine: FaceEngine, tmp_path: Path) -> None:
+    # A big face far from the centre of a big photo: decoded at a fraction of its size, the
+    # close-up must scale the face box with it.
+    face = Image.open(io.BytesIO(yao)).convert("RGB")
+    face = face.resize((face.width * 3, face.height * 3))
+    photo = Image.new("RGB", (3000, 2000), (90, 90, 90))
+    photo.paste(face, (2000, 1100))
+    path = tmp_path / "big.jpg"
+    path.write_bytes(jpeg(photo))
+    detected = max(engine.detect(decode_image(path)), key=lambda f: f.short_side)
+    data = render_face(path, "big.jpg", detected.bbox, photo.size)
+    with Image.open(io.BytesIO(data)) as close_up:
+        assert close_up.size == (FACE_SIZE, FACE_SIZE)
+    x1, y1, x2, y2 = max(engine.detect(decode_image(data)), key=lambda f: f.short_side).bbox
+    assert abs((x1 + x2) / 2 - FACE_SIZE / 2) < 0.1 * FACE_SIZE
+    assert abs((y1 + y2) / 2 - FACE_SIZE / 2) < 0.1 * FACE_SIZE
+    assert (x2 - x1) > 0.4 * FACE_SIZE  # the face fills the close-up, margin aside
+
+
+def test_face_links_for_another_face_or_tampered_are_404(client: TestClient,
+                                                         yao: bytes) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    index = services.index
+    match = search(client, yao).json()["matches"][0]
+    face_token = match["face_thumbnail"].rsplit("/", 1)[1]
+    photo_token = match["thumbnail"].rsplit("/", 1)[1]
+    image_id, face_id = services.tokens.verify_face(face_token)
+    elsewhere = next(f for f in range(index.size) if int(index.faces.image_id[f]) != image_id)
+    raw = bytearray(base64.urlsafe_b64decode(face_token + "=="))
+    raw[7] ^= 1  # another face id, the signature unchanged
+    tampered = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    bad = [
+        tampered,
+        photo_token,  # a photo link is not a close-up link
+        services.tokens.issue(image_id, elsewhere),  # signed, but that face is not in the photo
+        services.tokens.issue(image_id, index.size),  # no such face
+        "garbage",
+    ]
+    for token in bad:
+        assert_error(client.get(f"/api/faces/{token}"), 404, "not_found")
+    assert_error(client.get(f"/api/thumbnails/{face_token}"), 404, "not_found")
+    assert client.get(f"/api/faces/{face_token}").status_code == 200
 
 
 def test_forged_or_garbage_thumbnail_links_are_404(client: TestClient, yao: bytes) -> None:
@@ -475,8 +678,9 @@ def test_missing_photo_file_is_404(settings: ServiceSettings, engine: FaceEngine
     app = create_app(moved, engine=engine)
     with TestClient(app) as moved_client:
         match = search(moved_client, yao).json()["matches"][0]
-        error = assert_error(moved_client.get(match["thumbnail"]), 404, "photo_unavailable")
-        assert match["image"] in str(error["message"])
+        for link in (match["thumbnail"], match["face_thumbnail"]):
+            error = assert_error(moved_client.get(link), 404, "photo_unavailable")
+            assert match["image"] in str(error["message"])
     assert not hasattr(app.state, "services")  # released at shutdown
 
 
@@ -531,8 +735,10 @@ def test_real_uvicorn_server(settings: ServiceSettings, engine: FaceEngine, yao:
             assert response.status_code == 200
             result = response.json()
             assert {m["image"] for m in result["matches"]} == YAO_PHOTOS
-            thumb = http.get(result["matches"][0]["thumbnail"])
-            assert thumb.headers["content-type"] == "image/jpeg"
+            for link in ("thumbnail", "face_thumbnail"):
+                thumb = http.get(result["matches"][0][link])
+                assert thumb.headers["content-type"] == "image/jpeg"
+            assert http.get("/api/info").status_code == 200
     finally:
         server.should_exit = True
         thread.join(timeout=10)
