@@ -7,7 +7,8 @@ from typing import Any
 from faceaudit.indexer.search import FaceIndex, Match
 from faceaudit.models.calibration import Calibration
 
-GUIDE_THRESHOLDS = [0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.60]
+# Wide enough for the page's strictness slider (0.20 to 0.90).
+GUIDE_THRESHOLDS = [round(0.20 + 0.05 * i, 2) for i in range(15)]
 
 
 def search_response(index: FaceIndex, matches: list[Match], threshold: float,

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from faceaudit.imaging import decode_image
 from faceaudit.indexer.search import Match
-from faceaudit.results import search_response
+from faceaudit.results import GUIDE_THRESHOLDS, search_response
 from faceaudit.service.deps import IndexDep, Services, ServicesDep, check_rate_limit
 from faceaudit.service.errors import ERROR_RESPONSES, ErrorResponse, InvalidParameter
 from faceaudit.service.schemas import Health, Info, SearchResult
@@ -29,9 +29,6 @@ router = APIRouter()
 SELFIE_FIELD = "selfie"
 FORM_OVERHEAD = 16 * 1024  # multipart boundaries, part headers and the small text fields
 
-# /api/info's threshold guide covers the page's whole strictness slider, so that the page can
-# say what any position of it means before a search.
-INFO_GUIDE_THRESHOLDS = [round(0.20 + 0.05 * i, 2) for i in range(15)]  # 0.20 ... 0.90
 _THRESHOLD_DOC = "Similarity from which a face counts as the same person, in (0, 1]."
 _TOP_DOC = "At most this many photos (capped by the server's max_results)."
 _SEARCH_BODY = {
@@ -104,7 +101,7 @@ def info(services: ServicesDep) -> Info:
         index_images=len(index.images),
         calibrated=calibration.calibrated,
         default_threshold=default_threshold(services),
-        threshold_guide=calibration.guide(index.size, INFO_GUIDE_THRESHOLDS),
+        threshold_guide=calibration.guide(index.size, GUIDE_THRESHOLDS),
         max_upload_bytes=services.settings.max_upload_bytes,
         max_results=services.settings.max_results,
     )
