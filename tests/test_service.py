@@ -36,7 +36,6 @@ from faceaudit.indexer.search import FaceIndex, search_selfie
 from faceaudit.models.calibration import UNCALIBRATED_THRESHOLD, Calibration
 from faceaudit.models.engine import FaceEngine
 from faceaudit.results import GUIDE_THRESHOLDS, search_response
-from faceaudit.service.api import INFO_GUIDE_THRESHOLDS
 from faceaudit.service.app import create_app
 from faceaudit.service.settings import ServiceSettings
 from faceaudit.service.thumbnails import (
@@ -308,7 +307,7 @@ def test_info(client: TestClient, built_index: Path, settings: ServiceSettings,
     assert info == {
         "model_pack": "buffalo_s", "index_size": index.size, "index_images": len(index.images),
         "calibrated": calibration.calibrated, "default_threshold": calibration.threshold,
-        "threshold_guide": calibration.guide(index.size, INFO_GUIDE_THRESHOLDS),
+        "threshold_guide": calibration.guide(index.size, GUIDE_THRESHOLDS),
         "max_upload_bytes": settings.max_upload_bytes, "max_results": settings.max_results,
     }
     # The guide spans the page's slider (0.20 to 0.90), ascending.
