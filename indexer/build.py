@@ -86,14 +86,14 @@ class _Decoded:
     image: DecodedImage | None
 
 
-def _read_and_decode(root: Path, path: str, max_pixels: int) -> _Decoded:
+def _read_and_decode(root: Path, path: str, max_pixels: int, max_side: int) -> _Decoded:
     try:
         data = (root / path).read_bytes()
     except OSError as error:
         return _Decoded(path, ImageRecord(path, STATUS_FAILED, error=f"cannot read: {error}"), None)
     record = ImageRecord(path, STATUS_OK, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     try:
-        image = decode_image(data, max_pixels=max_pixels, name=path)
+        image = decode_image(data, max_pixels=max_pixels, max_side=max_side, name=path)
     except FaceAuditError as error:
         record.status, record.error = STATUS_FAILED, error.message
         return _Decoded(path, record, None)
@@ -190,7 +190,7 @@ def process_images(
 
     def decode(path: str) -> _Decoded:
         clock = time.perf_counter()
-        item = _read_and_decode(root, path, max_pixels)
+        item = _read_and_decode(root, path, max_pixels, engine.detection.decode_max_side)
         times.read_decode += time.perf_counter() - clock
         return item
 

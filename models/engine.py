@@ -43,8 +43,16 @@ class DetectionSettings:
     min_face: int = 16
     threshold: float = 0.5
 
+    @property
+    def decode_max_side(self) -> int:
+        """Photos are decoded at most this large (JPEGs by DCT scaling, much faster than a
+        full decode). Twice the detector input: every face the detector can find (about
+        10 px at its scale) keeps at least 20 px to be aligned and embedded from."""
+        return 2 * self.det_size
+
     def as_dict(self) -> dict[str, float | int]:
-        return {"det_size": self.det_size, "min_face": self.min_face, "threshold": self.threshold}
+        return {"det_size": self.det_size, "min_face": self.min_face, "threshold": self.threshold,
+                "decode_max_side": self.decode_max_side}
 
 
 @dataclass(frozen=True)
