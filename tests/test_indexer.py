@@ -138,3 +138,23 @@ def test_unknown_image_keys_survive_a_round_trip(built_index: Path, tmp_path: Pa
     again = read_images(tmp_path / "images.jsonl")
     assert again[0].extra == {"source_url": "https://example.org/photo/1"}
     assert again[0].path == records[0].path
+
+
+def test_large_photos_are_decoded_reduced_with_boxes_in_full_size_pixels(
+        engine: FaceEngine, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from faceaudit.indexer.build import process_images
+
+    small = Image.open(vectron_image("yaoming.jpg")).convert("RGB")
+    (tmp_path / "a").mkdir()
+    small.save(tmp_path / "a" / "small.jpg", quality=95)
+    large = small.resize((small.width * 10, small.height * 10), Image.Resampling.BICUBIC)
+    large.save(tmp_path / "a" / "large.jpg", quality=95)  # 2330 x 2870: beyond 2 x det_size
+    assert max(large.size) > engine.detection.decode_max_side
+    found = {item.record.path: item for item in
+             process_images(engine, tmp_path, ["a/large.jpg", "a/small.jpg"])}
+    big, little = found["a/large.jpg"], found["a/small.jpg"]
+    assert (big.record.width, big.record.height) == large.size
+    assert np.allclose(np.array(big.faces[0].bbox) / 10, little.faces[0].bbox, atol=3)
+    assert float(big.vectors[0] @ little.vectors[0]) > 0.9
