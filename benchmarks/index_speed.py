@@ -75,8 +75,9 @@ def run_faceaudit(engine: FaceEngine, root: Path, paths: list[str], macs: MacCou
     seconds = time.perf_counter() - started
     faces = sum(len(item.faces) for item in items)
     total_macs = sum(
-        macs.detector_macs(*engine.detector_input_size(item.record.width, item.record.height))
-        for item in items if item.record.width) + faces * macs.per_face
+        macs.detector_macs(*size) for item in items if item.record.width
+        for size in engine.detector_input_sizes(item.record.width, item.record.height)
+    ) + faces * macs.per_face
     return {"seconds": seconds, "faces": faces, "macs": total_macs,
             "no_face": sum(1 for item in items if not item.faces)}
 

@@ -68,6 +68,9 @@ class DetectedFace:
         return min(self.bbox[2] - self.bbox[0], self.bbox[3] - self.bbox[1])
 
 
+COARSE_SIZE = 320
+
+
 def align_face(
     bgr: NDArray[np.uint8], landmarks: NDArray[np.float32], size: int = 112
 ) -> NDArray[np.uint8]:
@@ -134,8 +137,19 @@ class FaceEngine:
     def device(self) -> str:
         return "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
 
-    def detector_input_size(self, width: int, height: int) -> tuple[int, int]:
-        scale = min(1.0, self.detection.det_size / max(width, height))
+    def detector_input_sizes(self, width: int, height: int) -> list[tuple[int, int]]:
+        """The detector's input sizes (width, height) for a photo: the photo at ``det_size``
+        (never enlarged) and, when that is large, also at ``COARSE_SIZE``: SCRFD misses faces
+        over about 330 px of its input, so a close-up filling the frame of a large photo is
+        found only at the coarse scale. Detections of both are merged by NMS."""
+        sizes = [self._input_size(width, height, self.detection.det_size)]
+        if max(sizes[0]) > COARSE_SIZE * 1.5:
+            sizes.append(self._input_size(width, height, COARSE_SIZE))
+        return sizes
+
+    @staticmethod
+    def _input_size(width: int, height: int, longest: int) -> tuple[int, int]:
+        scale = min(1.0, longest / max(width, height))
         return _round_up(width * scale), _round_up(height * scale)
 
     def detect(self, image: DecodedImage) -> list[DetectedFace]:
@@ -143,7 +157,7 @@ class FaceEngine:
         bgr = np.ascontiguousarray(image.pixels[:, :, ::-1])
         height, width = bgr.shape[:2]
         boxes, landmarks = self._detector.detect(
-            bgr, input_size=self.detector_input_size(width, height)
+            bgr, input_size=self.detector_input_sizes(width, height)
         )
         faces = []
         for box, points in zip(boxes, landmarks, strict=True):

@@ -116,3 +116,14 @@ def test_cli_models_lists_digests_and_licence() -> None:
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
     assert "sha256 verified" in result.stdout and "non-commercial" in result.stdout
+
+
+def test_a_close_up_filling_a_large_photo_is_found(engine: FaceEngine, built_index: Path,
+                                                   collection: tuple[Path, Path]) -> None:
+    """A phone selfie: a face filling most of a several-megapixel frame (SCRFD misses faces
+    over about 330 px of its input, so the engine also detects at a coarse scale)."""
+    selfie = Image.open(collection[1] / "yaoming.jpg")
+    large = selfie.resize((selfie.width * 8, selfie.height * 8), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    large.save(buffer, "JPEG", quality=90)
+    assert _found(engine, FaceIndex(built_index), buffer.getvalue()) == YAO_PHOTOS
