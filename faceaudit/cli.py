@@ -177,6 +177,7 @@ def serve(
     if dataset is not None:
         overrides["dataset"] = dataset
     settings = ServiceSettings(**overrides)
+    logging.getLogger("faceaudit").setLevel(logging.INFO)  # start-up summary and warnings
     typer.echo(f"faceaudit: open http://{host}:{port}/ in a browser (API docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
                 access_log=False)
