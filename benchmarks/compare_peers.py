@@ -68,8 +68,13 @@ def run_peer(name: str, dataset: Path, out: Path) -> tuple[dict[str, ExtractedFa
     return load_npz(out)
 
 
+# Each system's scores live on its own scale (dlib's cosines of same-person pairs sit near 0.95),
+# so every system is swept over the whole range for its recall at FPIR <= 1 %.
+SWEEP = np.round(np.arange(0.0, 0.995, 0.005), 3)
+
+
 def row(name: str, dataset, extracted, pairs, seconds: float) -> str:
-    report = run_eval(dataset, extracted, pairs)
+    report = run_eval(dataset, extracted, pairs, thresholds=SWEEP)
     best = report.search.recall_at_fpir_1pct
     accuracy = report.verification.accuracy if report.verification else float("nan")
     recall = f"{best['recall']:.4f} @ {best['threshold']:.3f}" if best else "n/a"
@@ -86,6 +91,10 @@ def main() -> None:
     parser.add_argument("--models", action="append", default=[],
                         help="another InsightFace pack folder for faceaudit (repeatable)")
     parser.add_argument("--skip", action="append", default=[], help="a peer to leave out")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the peers' .npz files in this folder; with --reuse, score "
+                        "files already there instead of running the peers again")
+    parser.add_argument("--reuse", action="store_true")
     args = parser.parse_args()
     pairs_file = args.pairs or next(iter(sorted(args.dataset.glob("pairs*.txt"))), None)
     pairs = metrics.parse_pairs(pairs_file.read_text()) if pairs_file else None
@@ -105,10 +114,16 @@ def main() -> None:
         print(row(f"faceaudit ({engine.pack.name})", dataset, extracted, pairs, seconds),
               flush=True)
     with tempfile.TemporaryDirectory() as scratch:
+        folder = args.keep or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
         for name in PEER_RUNS:
             if any(skip.lower() in name.lower() for skip in args.skip):
                 continue
-            extracted, seconds = run_peer(name, dataset.root, Path(scratch) / "peer.npz")
+            out = folder / f"{PEER_RUNS[name][1].removesuffix('.py')}.npz"
+            if args.reuse and out.is_file():
+                extracted, seconds = load_npz(out)
+            else:
+                extracted, seconds = run_peer(name, dataset.root, out)
             print(row(name, dataset, extracted, pairs, seconds), flush=True)
 
 
