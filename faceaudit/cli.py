@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +58,20 @@ def _engine(models: str | None, device: str, threads: int | None = None, **detec
                       threads=threads)
 
 
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[int, int], None]]:
+    """A progress(done, total) callback drawing a bar on a terminal (nothing otherwise)."""
+    from tqdm import tqdm
+
+    with tqdm(unit="img", disable=None, dynamic_ncols=True) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        yield progress
+
+
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -80,19 +96,12 @@ def index(
     fresh: Annotated[bool, typer.Option(help="Ignore an interrupted build; start over.")] = False,
 ) -> None:
     """Detect and embed every face in DATASET into a FAISS index at OUT (resumable)."""
-    from tqdm import tqdm
-
     from faceaudit.indexer.build import build_index
 
     try:
         engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
                          threshold=det_threshold)
-        with tqdm(unit="img", disable=None, dynamic_ncols=True) as bar:
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
+        with _progress_bar() as progress:
             summary = build_index(dataset, out, engine, workers=workers, fresh=fresh,
                                   progress=progress)
     except FaceAuditError as error:
@@ -266,8 +275,6 @@ def eval_command(
         "from this run to this file.")] = None,
 ) -> None:
     """Measure verification, 1:N self-search and false-match rates on a labelled DATASET."""
-    from tqdm import tqdm
-
     from faceaudit.indexer.eval_report import format_report
     from faceaudit.indexer.evaluate import CALIBRATION_SWEEP, evaluate_dataset
     from faceaudit.models.calibration import calibration_from_eval
@@ -275,12 +282,7 @@ def eval_command(
     try:
         engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
                          threshold=det_threshold)
-        with tqdm(unit="img", disable=None, dynamic_ncols=True) as bar:
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
+        with _progress_bar() as progress:
             run = evaluate_dataset(
                 engine, dataset, pairs_file=pairs, workers=workers, progress=progress,
                 threshold=engine.calibration.threshold if threshold is None else threshold,
