@@ -195,6 +195,7 @@ def serve(
 @app.command("models")
 def list_models(models: ModelsOption = None) -> None:
     """List model packs: where each file comes from, whether its SHA-256 verifies, licence."""
+    from faceaudit.models.calibration import load_calibration
     from faceaudit.models.packs import ModelPack, buffalo_s, resolve_pack, sha256_of
 
     packs: list[ModelPack | FaceAuditError] = []
@@ -224,6 +225,11 @@ def list_models(models: ModelsOption = None) -> None:
                     state, ok = f"SHA-256 MISMATCH: {actual} != {model_file.sha256}", False
             typer.echo(f"  {model_file.role:<10} {model_file.path}\n"
                        f"             from {model_file.source}\n             {state}")
+        calibration = load_calibration(pack, pack.recognizer.sha256)
+        typer.echo("  threshold  " + (
+            f"{calibration.threshold} (calibrated: {calibration.source})"
+            if calibration.calibrated else f"{calibration.threshold} (uncalibrated: run "
+            "`faceaudit eval ... --calibrate PACK/faceaudit-calibration.json`)"))
         typer.echo(f"  licence    {pack.licence}")
     if not ok:
         raise typer.Exit(code=2)
