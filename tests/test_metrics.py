@@ -213,3 +213,26 @@ def test_run_eval_end_to_end_with_the_real_engine(engine: FaceEngine, tmp_path: 
     assert result["verification"]["tar_at_far"].keys() == {"0.01", "0.001"}
     assert result["images_per_second"] == 3.5
     assert "1:N self-search" in format_report(result)
+
+
+def test_eval_command_prints_json_and_writes_a_calibration(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from faceaudit.cli import app
+    from faceaudit.models.calibration import Calibration
+
+    root = _lfw_folder(tmp_path / "lfw")
+    (tmp_path / "pairs.txt").write_text("A 1 2\nB 1 2\nA 1 B 1\nA 3 D 1\n")
+    out = tmp_path / "faceaudit-calibration.json"
+    result = CliRunner().invoke(app, [
+        "eval", str(root), "--pairs", str(tmp_path / "pairs.txt"), "--json", "--device", "cpu",
+        "--calibrate", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["no_face_images"] == 1 and report["verification"]["accuracy"] is not None
+    assert {"threshold", "recall", "fnir", "fpir", "false_matches_per_search", "sweep"} <= set(
+        report["search"])
+    calibration = Calibration.from_file(out)
+    assert calibration.pack == "buffalo_s" and calibration.calibrated
+    assert calibration.measured["fpir"] <= 0.01
+    assert calibration.impostor_comparisons == 11
