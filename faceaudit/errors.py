@@ -29,6 +29,10 @@ class NoFaceFound(FaceAuditError):
     code = "no_face"
 
 
+class FaceTooSmall(NoFaceFound):
+    code = "face_too_small"
+
+
 class MultipleFaces(FaceAuditError):
     code = "multiple_faces"
 

@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from faceaudit.errors import IncompatibleIndex, MultipleFaces, NoFaceFound
+from faceaudit.errors import FaceTooSmall, IncompatibleIndex, MultipleFaces, NoFaceFound
 from faceaudit.imaging import DecodedImage
 from faceaudit.indexer.store import (
     FACES_FILE,
@@ -29,6 +29,9 @@ DEFAULT_THRESHOLD = UNCALIBRATED_THRESHOLD
 # A face in a selfie counts when its box is at least this share of the largest face's, so a
 # stranger far behind the user does not make the selfie ambiguous.
 SELFIE_FACE_RATIO = 0.4
+# Below this (shorter side of the face box, in pixels) a selfie's embedding is too unreliable
+# to search with; the person is asked for a closer photo instead of getting poor results.
+SELFIE_MIN_FACE = 40
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,11 @@ def selfie_face(engine: FaceEngine, selfie: DecodedImage) -> DetectedFace:
             "clearly visible, facing the camera, and not too small."
         )
     largest = max(face.short_side for face in faces)
+    if largest < SELFIE_MIN_FACE:
+        raise FaceTooSmall(
+            f"The face in the selfie is only {largest:.0f} pixels across; at least "
+            f"{SELFIE_MIN_FACE} are needed to search reliably. Use a closer or larger photo."
+        )
     usable = [face for face in faces if face.short_side >= SELFIE_FACE_RATIO * largest]
     if len(usable) > 1:
         raise MultipleFaces(

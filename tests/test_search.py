@@ -127,3 +127,17 @@ def test_a_close_up_filling_a_large_photo_is_found(engine: FaceEngine, built_ind
     buffer = io.BytesIO()
     large.save(buffer, "JPEG", quality=90)
     assert _found(engine, FaceIndex(built_index), buffer.getvalue()) == YAO_PHOTOS
+
+
+def test_a_selfie_face_too_small_to_search_reliably(engine: FaceEngine, built_index: Path,
+                                                    collection: tuple[Path, Path]) -> None:
+    from faceaudit.errors import FaceTooSmall
+
+    selfie = Image.open(collection[1] / "yaoming.jpg")
+    tiny = selfie.resize((selfie.width // 4, selfie.height // 4), Image.Resampling.LANCZOS)
+    scene = Image.new("RGB", (320, 320), (90, 110, 130))
+    scene.paste(tiny, (140, 130))
+    buffer = io.BytesIO()
+    scene.save(buffer, "PNG")
+    with pytest.raises(FaceTooSmall, match="pixels across"):
+        search_selfie(engine, FaceIndex(built_index), decode_image(buffer.getvalue()))
