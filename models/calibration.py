@@ -4,7 +4,7 @@ A calibration is measured by ``faceaudit eval --calibrate`` on faces with known 
 stores the per-comparison false-match rate FMR(t) of the pack's recognizer (the share of
 different-person face pairs scoring at or above t), so that searching an index of N faces at
 threshold t returns about N * FMR(t) faces of strangers. The pack's own calibration lives
-beside it: ``faceaudit/models/calibration/<pack>.json`` for the bundled pack, or
+beside it: ``faceaudit/models/calibrations/<pack>.json`` for the bundled pack, or
 ``faceaudit-calibration.json`` in an operator's pack folder.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from faceaudit.models.packs import ModelPack
 
 CALIBRATION_FILE = "faceaudit-calibration.json"
-BUNDLED = Path(__file__).parent / "calibration"
+BUNDLED = Path(__file__).parent / "calibrations"
 # Used only for a pack nobody has calibrated: a conservative cosine threshold for ArcFace
 # models; results then carry no expected-false-match figure.
 UNCALIBRATED_THRESHOLD = 0.40
