@@ -18,6 +18,7 @@ from faceaudit.service.schemas import Health, Info, SearchResult
 from faceaudit.service.thumbnails import (
     FACE_SIZE,
     ThumbnailNotFound,
+    ThumbnailTokens,
     photo_path,
     render_face,
     render_thumbnail,
@@ -139,19 +140,20 @@ async def search(
                                       max_pixels=settings.max_upload_pixels,
                                       max_side=settings.selfie_max_side)
     del form, selfie  # the upload's bytes need not wait for the engine lock with us
-    matches = await services.search(decoded, options.threshold, options.top)
-    result = search_response(services.index, matches, options.threshold,
+    published = services.published  # one index for the whole request, even across a reload
+    matches = await services.search(published.index, decoded, options.threshold, options.top)
+    result = search_response(published.index, matches, options.threshold,
                              services.engine.calibration)
     result["default_threshold"] = default_threshold(services)  # the operator's, if set
     for out, match in zip(result["matches"], matches, strict=True):
-        out.update(_photo_fields(request, services, match))
+        out.update(_photo_fields(request, published.tokens, match))
     response.headers["Cache-Control"] = "no-store"
     return result
 
 
-def _photo_fields(request: Request, services: Services, match: Match) -> dict[str, Any]:
-    photo = services.tokens.issue(match.image_id)
-    face = services.tokens.issue(match.image_id, match.face_id)
+def _photo_fields(request: Request, tokens: ThumbnailTokens, match: Match) -> dict[str, Any]:
+    photo = tokens.issue(match.image_id)
+    face = tokens.issue(match.image_id, match.face_id)
     return {
         "thumbnail": request.url_for("thumbnail", token=photo).path,
         "face_thumbnail": request.url_for("face_thumbnail", token=face).path,
@@ -171,15 +173,16 @@ def _photo_fields(request: Request, services: Services, match: Match) -> dict[st
 )
 async def thumbnail(token: str, services: ServicesDep) -> Response:
     """A thumbnail of a photo found by a search, through the link the search returned."""
-    image_id = services.tokens.verify(token)
-    if image_id >= len(services.index.images):
+    published = services.published
+    image_id = published.tokens.verify(token)
+    if image_id >= len(published.index.images):
         raise ThumbnailNotFound("This thumbnail link is not for a photo of this index.")
-    relative = services.index.images[image_id].path
+    relative = published.index.images[image_id].path
     path = photo_path(services.photos_root, relative)
     data = await run_in_threadpool(render_thumbnail, path, relative,
                                    services.settings.thumbnail_size)
     return Response(data, media_type="image/jpeg", headers={
-        "Cache-Control": f"private, max-age={services.tokens.ttl_s}",
+        "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
     })
 
 
@@ -197,8 +200,9 @@ async def thumbnail(token: str, services: ServicesDep) -> Response:
 async def face_thumbnail(token: str, services: ServicesDep) -> Response:
     """A close-up of the face that matched, through the link the search returned: in a group
     photo the face is too small in the thumbnail to tell who it is."""
-    image_id, face_id = services.tokens.verify_face(token)
-    index = services.index
+    published = services.published
+    image_id, face_id = published.tokens.verify_face(token)
+    index = published.index
     if face_id >= index.size or int(index.faces.image_id[face_id]) != image_id:
         raise ThumbnailNotFound("This face link is not for a face of this index.")
     record = index.images[image_id]
@@ -207,5 +211,5 @@ async def face_thumbnail(token: str, services: ServicesDep) -> Response:
     bbox = [float(v) for v in index.faces.bbox[face_id]]
     data = await run_in_threadpool(render_face, path, record.path, bbox, known)
     return Response(data, media_type="image/jpeg", headers={
-        "Cache-Control": f"private, max-age={services.tokens.ttl_s}",
+        "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
     })

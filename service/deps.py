@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +12,10 @@ import anyio
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from faceaudit.errors import FaceAuditError
 from faceaudit.imaging import DecodedImage
 from faceaudit.indexer.search import FaceIndex, Match, search_selfie
+from faceaudit.indexer.store import MANIFEST
 from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import resolve_pack
 from faceaudit.service.errors import ServiceNotReady
@@ -23,26 +26,86 @@ from faceaudit.service.thumbnails import ThumbnailTokens
 log = logging.getLogger(__name__)
 
 
+def manifest_stamp(folder: Path) -> tuple[int, int] | None:
+    """Identity of the index published at ``folder`` (its manifest's inode and mtime): it
+    changes when `faceaudit index` publishes a new index there."""
+    try:
+        stat = (folder / MANIFEST).stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Published:
+    """The index being served and the links issued for it, replaced as one when a new index
+    is published: a request takes one snapshot, so it never mixes two indexes, and links
+    issued for the old index stop working (new secret) instead of pointing at other photos."""
+
+    index: FaceIndex
+    tokens: ThumbnailTokens
+    stamp: tuple[int, int] | None
+
+
 @dataclass
 class Services:
     settings: ServiceSettings
     engine: FaceEngine
-    index: FaceIndex
-    tokens: ThumbnailTokens
+    published: Published
     rate_limit: SearchRateLimit | None
     # The engine is not thread-safe. An async lock (rather than a threading one) makes queued
     # searches wait on the event loop instead of each holding a worker thread.
     engine_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    reload_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    last_check: float = field(default_factory=time.monotonic)
+
+    @property
+    def index(self) -> FaceIndex:
+        return self.published.index
+
+    @property
+    def tokens(self) -> ThumbnailTokens:
+        return self.published.tokens
 
     @property
     def photos_root(self) -> Path:
         return self.settings.dataset or self.index.dataset_root
 
-    async def search(self, selfie: DecodedImage, threshold: float, top: int) -> list[Match]:
+    async def search(self, index: FaceIndex, selfie: DecodedImage, threshold: float,
+                     top: int) -> list[Match]:
         async with self.engine_lock:
             return await run_in_threadpool(
-                search_selfie, self.engine, self.index, selfie, threshold=threshold, top=top
+                search_selfie, self.engine, index, selfie, threshold=threshold, top=top
             )
+
+    async def refresh(self) -> None:
+        """Serve a newly published index without a restart: at most every
+        ``settings.reload_interval`` seconds, compare the manifest's identity; when it
+        changed, load the new index off the event loop and swap it in. A new index that cannot
+        be loaded (or was built with another model pack) is logged and the old one kept."""
+        interval = self.settings.reload_interval
+        now = time.monotonic()
+        if interval is None or now - self.last_check < interval:
+            return
+        self.last_check = now
+        stamp = manifest_stamp(self.settings.index)
+        if stamp is None or stamp == self.published.stamp:
+            return
+        async with self.reload_lock:
+            if stamp == self.published.stamp:
+                return
+            try:
+                index = await run_in_threadpool(FaceIndex, self.settings.index)
+                index.check_engine(self.engine)
+            except (FaceAuditError, OSError, RuntimeError) as error:
+                log.error("not serving the index newly published at %s: %s",
+                          self.settings.index, error)
+                self.published = replace(self.published, stamp=stamp)  # don't retry it
+                return
+            self.published = Published(index, ThumbnailTokens(self.settings.thumbnail_ttl),
+                                       stamp)
+            log.info("now serving the index published at %s: %d faces in %d photos",
+                     self.settings.index, index.size, len(index.images))
 
 
 def load_services(settings: ServiceSettings, engine: FaceEngine | None = None) -> Services:
@@ -55,8 +118,8 @@ def load_services(settings: ServiceSettings, engine: FaceEngine | None = None) -
     services = Services(
         settings=settings,
         engine=engine,
-        index=index,
-        tokens=ThumbnailTokens(settings.thumbnail_ttl),
+        published=Published(index, ThumbnailTokens(settings.thumbnail_ttl),
+                            manifest_stamp(settings.index)),
         rate_limit=SearchRateLimit(settings.rate_limit) if settings.rate_limit else None,
     )
     if not services.photos_root.is_dir():
@@ -67,10 +130,11 @@ def load_services(settings: ServiceSettings, engine: FaceEngine | None = None) -
     return services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise ServiceNotReady("The service is starting or stopping; try again in a moment.")
+    await services.refresh()
     return services
 
 

@@ -27,3 +27,5 @@ class ServiceSettings(BaseSettings):
     selfie_max_side: int = 2048
     thumbnail_ttl: int = 3600  # seconds a thumbnail link from a search result stays valid
     rate_limit: str | None = "30/minute"  # searches per client address (`limits` syntax); None: off
+    # Seconds between checks for a newly published index at `index` (None: never reload).
+    reload_interval: float | None = 5.0

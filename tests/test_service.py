@@ -743,3 +743,31 @@ def test_real_uvicorn_server(settings: ServiceSettings, engine: FaceEngine, yao:
         thread.join(timeout=10)
         sock.close()
     assert not thread.is_alive()
+
+
+# --- publishing a new index while serving ---------------------------------------------------
+
+
+def test_a_newly_published_index_is_served_without_restart(
+        engine: FaceEngine, collection: tuple[Path, Path], yao: bytes, tmp_path: Path) -> None:
+    from faceaudit.indexer.build import build_index
+
+    photos = collection[0]
+    out = tmp_path / "live-index"
+    build_index(photos / "portraits", out, engine)  # first: the portraits only
+    live = ServiceSettings(index=out, dataset=photos / "portraits", device="cpu",
+                           rate_limit=None, reload_interval=0)
+    with TestClient(create_app(live, engine=engine)) as served:
+        first = search(served, yao).json()
+        assert {m["image"] for m in first["matches"]} == {"yao_flipped.jpg",
+                                                           "yao_bright_small.jpg"}
+        old_link = first["matches"][0]["thumbnail"]
+        assert served.get(old_link).status_code == 200
+
+        build_index(photos / "team", out, engine)  # the operator publishes another index
+        health = served.get("/healthz").json()
+        assert health["images"] == 1 and health["index_size"] >= 15
+        second = search(served, yao).json()
+        assert [m["image"] for m in second["matches"]] == ["players.jpg"]
+        # A link issued for the old index must not show a photo of the new one.
+        assert_error(served.get(old_link), 404, "not_found")
