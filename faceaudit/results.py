@@ -12,10 +12,12 @@ GUIDE_THRESHOLDS = [round(0.20 + 0.05 * i, 2) for i in range(15)]
 
 
 def search_response(index: FaceIndex, matches: list[Match], threshold: float,
-                    calibration: Calibration) -> dict[str, Any]:
+                    calibration: Calibration, default_threshold: float | None = None
+                    ) -> dict[str, Any]:
     """``expected_false_matches``: how many faces of other people an index of this size is
     expected to return at this threshold (index faces x the pack's calibrated false-match
-    rate); null for an uncalibrated pack. ``strength`` per match: "strong" or "possible"."""
+    rate); null for an uncalibrated pack. ``strength`` per match: "strong" or "possible".
+    ``default_threshold``: what a search naming none uses (default: the calibrated one)."""
     return {
         "faces_in_selfie": 1,
         "threshold": threshold,
@@ -25,7 +27,8 @@ def search_response(index: FaceIndex, matches: list[Match], threshold: float,
         "expected_false_matches": calibration.guide(index.size, [threshold])[0][
             "expected_false_matches"],
         "calibrated": calibration.calibrated,
-        "default_threshold": calibration.threshold,
+        "default_threshold": (calibration.threshold if default_threshold is None
+                              else default_threshold),
         "threshold_guide": calibration.guide(index.size, GUIDE_THRESHOLDS),
         "matches": [
             {"image": m.image, "score": m.score, "bbox": list(m.bbox),

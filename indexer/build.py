@@ -142,9 +142,10 @@ def _detect_and_embed(engines: Queue[FaceEngine], item: _Decoded, times: StageTi
             faces = engine.detect(item.image)
             times.detect += time.perf_counter() - clock
             clock = time.perf_counter()
-            vectors = engine.embed(item.image, faces)
             if as_query:
-                query_vectors = engine.embed(item.image, faces, flip=True)
+                vectors, query_vectors = engine.embed_with_mirror(item.image, faces)
+            else:
+                vectors = engine.embed(item.image, faces)
             times.embed += time.perf_counter() - clock
         except Exception as error:  # one bad image must never stop a long build
             log.warning("failed on %s: %s", item.path, error)

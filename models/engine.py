@@ -197,9 +197,15 @@ class FaceEngine:
               ) -> NDArray[np.float32]:
         """Embeddings of ``faces``. ``flip``: average each face's embedding with its mirror
         image's (twice the compute; used for selfies, where it raises 1:N recall)."""
-        crops = self.align(image, faces)
         if not flip:
-            return self.embed_crops(crops)
+            return self.embed_crops(self.align(image, faces))
+        return self.embed_with_mirror(image, faces)[1]
+
+    def embed_with_mirror(self, image: DecodedImage, faces: Sequence[DetectedFace]
+                          ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(plain embeddings, mirror-averaged embeddings) of ``faces`` in one batch."""
+        crops = self.align(image, faces)
         both = self.embed_crops(crops + [np.ascontiguousarray(c[:, ::-1]) for c in crops])
-        mean = both[: len(crops)] + both[len(crops):]
-        return mean / (np.linalg.norm(mean, axis=1, keepdims=True) + 1e-12)
+        plain = both[: len(crops)]
+        mean = plain + both[len(crops):]
+        return plain, mean / (np.linalg.norm(mean, axis=1, keepdims=True) + 1e-12)

@@ -143,8 +143,7 @@ async def search(
     published = services.published  # one index for the whole request, even across a reload
     matches = await services.search(published.index, decoded, options.threshold, options.top)
     result = search_response(published.index, matches, options.threshold,
-                             services.engine.calibration)
-    result["default_threshold"] = default_threshold(services)  # the operator's, if set
+                             services.engine.calibration, default_threshold(services))
     for out, match in zip(result["matches"], matches, strict=True):
         out.update(_photo_fields(request, published.tokens, match))
     response.headers["Cache-Control"] = "no-store"

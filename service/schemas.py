@@ -33,8 +33,8 @@ class GuidePoint(BaseModel):
     expected_false_matches: float | None = Field(description=_EXPECTED_DOC)
 
 
-class Info(BaseModel):
-    """What a client needs before its first search."""
+class IndexSummary(BaseModel):
+    """What a result's numbers mean: the index searched and the thresholds to choose from."""
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -48,6 +48,11 @@ class Info(BaseModel):
     threshold_guide: list[GuidePoint] = Field(
         description="Expected faces of other people per search at thresholds across the usable "
         "range, ascending; interpolate between them on a log scale.")
+
+
+class Info(IndexSummary):
+    """What a client needs before its first search."""
+
     max_upload_bytes: int = Field(description="The largest selfie accepted, in bytes.")
     max_results: int = Field(description="The most photos one search returns.")
 
@@ -70,21 +75,11 @@ class MatchOut(BaseModel):
     height: int | None = Field(description="Height of the upright photo, in pixels.")
 
 
-class SearchResult(BaseModel):
+class SearchResult(IndexSummary):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     faces_in_selfie: int
     threshold: float = Field(description="The similarity threshold this search used.")
-    model_pack: str
-    index_size: int = Field(description="Faces in the index.")
-    index_images: int = Field(description="Photos in the index, with or without faces.")
     expected_false_matches: float | None = Field(description=_EXPECTED_DOC)
-    calibrated: bool = Field(description="Whether the model pack has a calibrated false-match "
-                             "rate; if not, expected_false_matches are null.")
-    default_threshold: float = Field(description="The threshold a search uses when it names "
-                                     "none.")
-    threshold_guide: list[GuidePoint] = Field(
-        description="Expected faces of other people at a few thresholds, ascending, for "
-        "choosing one.")
     matches: list[MatchOut] = Field(description="Photos with a face like the selfie's, best "
                                     "first, each once with its best face.")
