@@ -28,8 +28,8 @@ from insightface_naive import DET_SIZE  # noqa: E402
 from insightface_naive import load as load_naive  # noqa: E402
 
 from faceaudit.demo import astronaut, insightface_image, paste_small, vectron_image  # noqa: E402
-from faceaudit.indexer.build import StageTimes, process_images  # noqa: E402
-from faceaudit.indexer.scan import scan_dataset  # noqa: E402
+from faceaudit.indexer.pipeline import StageTimes, process_images  # noqa: E402
+from faceaudit.indexer.readers.folder import scan_folder  # noqa: E402
 from faceaudit.models.engine import DetectionSettings, FaceEngine  # noqa: E402
 from faceaudit.models.packs import buffalo_s  # noqa: E402
 
@@ -104,12 +104,12 @@ def main() -> None:
 
     folders = {}
     if args.lfw.is_dir():
-        paths = list(scan_dataset(args.lfw))
+        paths = [p for p, _ in scan_folder(args.lfw)]
         folders["lfw"] = (args.lfw, paths[: args.limit] if args.limit else paths)
     else:
         print(f"(no LFW folder at {args.lfw}: skipped)")
     multi = make_multiface_folder(args.cache / "multiface")
-    folders["multiface"] = (multi, list(scan_dataset(multi)))
+    folders["multiface"] = (multi, [p for p, _ in scan_folder(multi)])
 
     ceiling = matmul_gflops()
     macs = MacCounter()

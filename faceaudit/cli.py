@@ -59,12 +59,12 @@ def _engine(models: str | None, device: str, threads: int | None = None, **detec
 
 
 @contextmanager
-def _progress_bar() -> Iterator[Callable[[int, int], None]]:
+def _progress_bar() -> Iterator[Callable[[int, int | None], None]]:
     """A progress(done, total) callback drawing a bar on a terminal (nothing otherwise)."""
     from tqdm import tqdm
 
     with tqdm(unit="img", disable=None, dynamic_ncols=True) as bar:
-        def progress(done: int, total: int) -> None:
+        def progress(done: int, total: int | None) -> None:
             bar.total = total
             bar.n = done
             bar.refresh()
@@ -80,8 +80,22 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
 @app.command()
 def index(
-    dataset: Annotated[Path, typer.Argument(help="Folder of photos, read recursively.")],
+    source: Annotated[Path, typer.Argument(
+        help="A folder of images (read recursively, optional <image>.json provenance "
+        "sidecars), a manifest (.csv, .tsv, .jsonl, .parquet; plain, .gz or .bz2) with one row "
+        "per image, or an img2dataset output folder (webdataset .tar shards or 'files').")],
     out: Annotated[Path, typer.Option("--out", help="Index folder to write.")],
+    dataset: Annotated[str | None, typer.Option(
+        help="The dataset's name, in every image's key and provenance (default: the "
+        "source's folder name).")] = None,
+    field_map: Annotated[list[str] | None, typer.Option(
+        "--map", metavar="FIELD=COLUMN",
+        help="Read a provenance field from a column the source names otherwise, e.g. "
+        "--map uploader_name=owner (repeatable).")] = None,
+    enrich: Annotated[list[str] | None, typer.Option(
+        "--enrich", metavar="NAME=PATH",
+        help="Join a metadata table on the photo id: yfcc100m=PATH (the YFCC100M metadata "
+        "file, plain or .bz2, or the folder of its split files).")] = None,
     models: ModelsOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
@@ -93,34 +107,78 @@ def index(
     det_threshold: Annotated[float, typer.Option(
         help="Detector score threshold.")] = DetectionSettings.threshold,
     workers: Annotated[int, typer.Option(help="Image decoding threads.")] = 2,
-    fresh: Annotated[bool, typer.Option(help="Ignore an interrupted build; start over.")] = False,
+    fresh: Annotated[bool, typer.Option(
+        help="Ignore an interrupted build and the previous index; process every image.")
+    ] = False,
 ) -> None:
-    """Detect and embed every face in DATASET into a FAISS index at OUT (resumable)."""
+    """Detect and embed every face of SOURCE into a FAISS index at OUT (incremental,
+    resumable, published atomically)."""
     from faceaudit.indexer.build import build_index
+    from faceaudit.indexer.readers import open_source
+    from faceaudit.indexer.readers.base import parse_field_map
 
     try:
+        enrichments = _parse_enrich(enrich or [])
+        reader = open_source(source, parse_field_map(field_map or []))
         engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
                          threshold=det_threshold)
         with _progress_bar() as progress:
-            summary = build_index(dataset, out, engine, workers=workers, fresh=fresh,
-                                  progress=progress)
+            summary = build_index(reader, out, engine, dataset=dataset, enrich=enrichments,
+                                  workers=workers, fresh=fresh, progress=progress)
     except FaceAuditError as error:
         raise _fail(error) from error
     except KeyboardInterrupt:
         typer.echo("\ninterrupted: finished images are kept; run the same command to resume.",
                    err=True)
         raise typer.Exit(code=130) from None
-    for path, reason in summary.failures[:20]:
-        typer.echo(f"skipped {path}: {reason}", err=True)
-    if len(summary.failures) > 20:
-        typer.echo(f"... and {len(summary.failures) - 20} more (see images.jsonl)", err=True)
-    resumed = (f" ({summary.resumed_images} from the interrupted build)"
-               if summary.resumed_images else "")
-    typer.echo(
-        f"indexed {summary.images} images{resumed}: {summary.images_with_faces} with faces, "
-        f"{summary.faces} faces, {summary.no_face} without a face, {summary.failed} failed; "
-        f"{summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s -> {out}"
-    )
+    typer.echo(format_build_summary(summary, out), err=False)
+
+
+def _parse_enrich(values: list[str]) -> dict[str, Path]:
+    result = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not path:
+            raise FaceAuditError(f"--enrich {value!r}: write NAME=PATH, e.g. "
+                                 "yfcc100m=yfcc100m_dataset.bz2.")
+        if not Path(path).exists():
+            raise FaceAuditError(f"--enrich {value!r}: {path} does not exist.")
+        result[name.strip()] = Path(path)
+    return result
+
+
+def format_build_summary(summary, out: Path) -> str:  # type: ignore[no-untyped-def]
+    """What a build did, for people: failures first, then coverage and counts."""
+    lines = [f"skipped {ref}: {reason}" for ref, reason in summary.failures[:20]]
+    if summary.failed > 20:
+        lines.append(f"... and {summary.failed - 20} more; by reason:")
+        lines += [f"  {count:>8}  {reason}" for reason, count in
+                  summary.failure_reasons.most_common(10)]
+    coverage = summary.coverage
+    missing = sum(coverage.get("not_downloaded", {}).values())
+    lines.append(
+        f"source: {coverage.get('rows', 0)} rows, {coverage.get('downloaded', 0)} downloaded"
+        + (f", {missing} not downloaded" if missing else "")
+        + f", {coverage.get('indexed', 0)} indexed, {summary.failed} failed, "
+        f"{summary.no_face} without a face"
+        + (f", {coverage['malformed']} malformed rows skipped" if coverage.get("malformed")
+           else "")
+        + (f", {summary.duplicates} duplicates skipped" if summary.duplicates else ""))
+    for reason, count in sorted(coverage.get("not_downloaded", {}).items(),
+                                key=lambda kv: -kv[1])[:5]:
+        lines.append(f"  not downloaded {count:>8}  {reason}")
+    for name, joined in summary.enrichment.items():
+        if joined.get("needed"):
+            lines.append(f"{name}: {joined.get('matched', 0)} of {joined['needed']} photo ids "
+                         f"found ({joined.get('lines', 0)} lines read, "
+                         f"{joined.get('malformed', 0)} malformed)")
+    reused = f", {summary.reused_images} unchanged" if summary.reused_images else ""
+    removed = f", {summary.removed_images} removed" if summary.removed_images else ""
+    lines.append(
+        f"indexed {summary.images - summary.failed} images: {summary.images_with_faces} with "
+        f"faces, {summary.faces} faces; {summary.processed} processed{reused}{removed} in "
+        f"{summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s -> {out}")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -162,6 +220,21 @@ def search(
     for match in response["matches"]:
         box = ", ".join(f"{v:.0f}" for v in match["bbox"])
         typer.echo(f"{match['score']:.3f}  {match['strength']:<8}  {match['image']}  [{box}]")
+        typer.echo("        " + describe_provenance(match["provenance"]))
+
+
+def describe_provenance(provenance: dict[str, str | None]) -> str:
+    """One line: dataset, photo id, uploader, licence and the photo's page (or its URL)."""
+    parts = [f"dataset {provenance['dataset']}"]
+    if provenance.get("photo_id"):
+        parts.append(f"photo {provenance['photo_id']}")
+    uploader = provenance.get("uploader_name") or provenance.get("uploader_id")
+    parts.append(f"uploaded by {uploader}" if uploader else "uploader not given")
+    parts.append(f"licence: {provenance.get('licence_name') or 'not given'}")
+    link = provenance.get("page_url") or provenance.get("image_url")
+    if link:
+        parts.append(link)
+    return " · ".join(parts)
 
 
 @app.command()

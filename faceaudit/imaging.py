@@ -82,6 +82,12 @@ def decode_image(
         raise UnreadableImage(f"{name} does not exist.") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise UnreadableImage(f"{name} is corrupt or truncated: {error}") from error
+    except MemoryError as error:
+        raise ImageTooLarge(f"{name} needs more memory to decode than is available.") from error
+    except Exception as error:  # a corrupt file can make a decoder raise anything
+        raise UnreadableImage(
+            f"{name} is corrupt: decoding it failed ({type(error).__name__}: {error})."
+        ) from error
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     if max_side and max(rgb.size) > max_side:

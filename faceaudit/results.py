@@ -24,6 +24,7 @@ def search_response(index: FaceIndex, matches: list[Match], threshold: float,
         "model_pack": index.model_pack,
         "index_size": index.size,
         "index_images": len(index.images),
+        "dataset": index.dataset,
         "expected_false_matches": calibration.guide(index.size, [threshold])[0][
             "expected_false_matches"],
         "calibrated": calibration.calibrated,
@@ -31,8 +32,10 @@ def search_response(index: FaceIndex, matches: list[Match], threshold: float,
                               else default_threshold),
         "threshold_guide": calibration.guide(index.size, GUIDE_THRESHOLDS),
         "matches": [
-            {"image": m.image, "score": m.score, "bbox": list(m.bbox),
-             "strength": calibration.strength(m.score, index.size)}
+            {"image": m.image, "image_key": m.record.key, "face_id": m.face_id,
+             "score": m.score, "bbox": list(m.bbox),
+             "strength": calibration.strength(m.score, index.size),
+             "provenance": m.record.provenance()}
             for m in matches
         ],
     }

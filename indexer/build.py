@@ -1,64 +1,60 @@
-"""Build an index: scan -> read+decode (threads) -> detect -> align+embed (batched) -> shard ->
-merge -> publish. Shards make a build resumable: re-running the same command after a crash or
-Ctrl-C skips every image already in a finished shard.
+"""Build an index from a source: read -> decode -> detect -> embed (``pipeline``) -> staging
+shards (``shards``) -> merge with the unchanged part of the previous index (``merge``) ->
+enrich -> publish.
+
+Builds are incremental and resumable. An image is known by its key and the SHA-256 of its
+bytes: one already in a finished shard of an interrupted build, or unchanged in the index
+being replaced, is not decoded again. Images gone from the source are gone from the new index;
+images that failed for a passing reason (a read error) are tried again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import shutil
 import time
-from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from queue import Queue
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from faceaudit import __version__
 from faceaudit.errors import FaceAuditError
-from faceaudit.imaging import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
+from faceaudit.imaging import DEFAULT_MAX_PIXELS
+from faceaudit.indexer.enrich import ENRICHMENTS, enrich_images
+from faceaudit.indexer.lock import build_lock
+from faceaudit.indexer.merge import Parts, concatenate, load_index_parts, load_shards, select
+from faceaudit.indexer.pipeline import StageTimes, process_items
 from faceaudit.indexer.publish import publish
-from faceaudit.indexer.scan import scan_dataset
+from faceaudit.indexer.readers import open_source
+from faceaudit.indexer.readers.base import Source
+from faceaudit.indexer.shards import ShardWriter, check_shards
 from faceaudit.indexer.store import (
     FAISS_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
+    IMAGES_FILE,
     STATUS_FAILED,
     STATUS_NO_FACE,
-    STATUS_OK,
-    FaceTable,
-    ImageRecord,
-    read_images,
-    write_images,
+    read_image_table,
+    read_manifest,
     write_index_files,
 )
-from faceaudit.models.engine import DetectedFace, FaceEngine
+from faceaudit.models.engine import FaceEngine
 
 log = logging.getLogger(__name__)
 
 BUILD_FILE = "build.json"
-
-
-@dataclass
-class StageTimes:
-    """Seconds spent per stage (decode runs in worker threads, so it overlaps the others)."""
-
-    read_decode: float = 0.0
-    detect: float = 0.0
-    embed: float = 0.0
-    write: float = 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 3) for k, v in self.__dict__.items()}
+FROM_SHARDS, FROM_PREVIOUS = "shards", "previous"
+# The failures a summary lists one by one; all are counted by reason.
+MAX_LISTED_FAILURES = 1000
 
 
 @dataclass
@@ -68,191 +64,35 @@ class BuildSummary:
     no_face: int = 0
     failed: int = 0
     faces: int = 0
-    resumed_images: int = 0
+    processed: int = 0  # images read, decoded and run through the models in this run
+    reused_images: int = 0  # unchanged since the previous index or an interrupted build
+    removed_images: int = 0  # in the previous index, gone from the source
+    duplicates: int = 0  # items whose key another item of the source already had
     seconds: float = 0.0
     stages: StageTimes = field(default_factory=StageTimes)
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (ref, reason), first ones
+    failure_reasons: Counter[str] = field(default_factory=Counter)
+    coverage: dict[str, Any] = field(default_factory=dict)
+    enrichment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
-        processed = self.images - self.resumed_images
-        return processed / self.seconds if self.seconds > 0 else 0.0
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass
-class _Decoded:
-    path: str
-    record: ImageRecord
-    image: DecodedImage | None
+def default_dataset_name(source: Source) -> str:
+    return source.root.name or "dataset"
 
 
-def _read_and_decode(root: Path, path: str, max_pixels: int, max_side: int) -> _Decoded:
-    try:
-        data = (root / path).read_bytes()
-    except OSError as error:
-        return _Decoded(path, ImageRecord(path, STATUS_FAILED, error=f"cannot read: {error}"), None)
-    record = ImageRecord(path, STATUS_OK, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    try:
-        image = decode_image(data, max_pixels=max_pixels, max_side=max_side, name=path)
-    except FaceAuditError as error:
-        record.status, record.error = STATUS_FAILED, error.message
-        return _Decoded(path, record, None)
-    record.width, record.height = image.width, image.height
-    return _Decoded(path, record, image)
-
-
-def _in_order(futures: Iterable[Future], ahead: int) -> Iterator:
-    """Results of ``futures`` in submission order, keeping at most ``ahead`` in flight."""
-    window: deque[Future] = deque()
-    for future in futures:
-        window.append(future)
-        if len(window) >= ahead:
-            yield window.popleft().result()
-    while window:
-        yield window.popleft().result()
-
-
-def default_inference_workers(engine: FaceEngine) -> int:
-    """On a CPU, one single-threaded engine per core beats one engine using every core: the
-    models' small tensors do not split well across threads. A GPU gets one engine."""
-    return 1 if engine.device == "cuda" else max(1, min(os.cpu_count() or 1, 8))
-
-
-@dataclass
-class ProcessedImage:
-    """One image through the face engine: its record, its faces and their embeddings."""
-
-    record: ImageRecord
-    faces: list[DetectedFace]
-    vectors: NDArray[np.float32]
-    query_vectors: NDArray[np.float32] | None = None  # as a selfie is embedded (with flip)
-
-
-def _detect_and_embed(engines: Queue[FaceEngine], item: _Decoded, times: StageTimes,
-                      as_query: bool) -> ProcessedImage:
-    record, faces = item.record, []
-    engine = engines.get()
-    query_vectors = None
-    try:
-        vectors = np.empty((0, engine.dimension), np.float32)
-        if item.image is None:
-            return ProcessedImage(record, faces, vectors)
-        try:
-            clock = time.perf_counter()
-            faces = engine.detect(item.image)
-            times.detect += time.perf_counter() - clock
-            clock = time.perf_counter()
-            if as_query:
-                vectors, query_vectors = engine.embed_with_mirror(item.image, faces)
-            else:
-                vectors = engine.embed(item.image, faces)
-            times.embed += time.perf_counter() - clock
-        except Exception as error:  # one bad image must never stop a long build
-            log.warning("failed on %s: %s", item.path, error)
-            record.status, record.error = STATUS_FAILED, f"face engine error: {error}"
-            faces, vectors = [], np.empty((0, engine.dimension), np.float32)
-    finally:
-        engines.put(engine)
-    record.faces = len(faces)
-    if record.status == STATUS_OK and not faces:
-        record.status = STATUS_NO_FACE
-    return ProcessedImage(record, faces, vectors, query_vectors)
-
-
-def process_images(
-    engine: FaceEngine,
-    root: Path,
-    paths: Iterable[str],
-    *,
-    workers: int = 2,
-    inference_workers: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    times: StageTimes | None = None,
-    query_paths: Container[str] = frozenset(),
-) -> Iterator[ProcessedImage]:
-    """Read, decode, detect and embed each image; results in input order. The one pipeline
-    that both ``index`` and ``eval`` run. A failure is recorded on the image, never raised.
-
-    ``workers`` threads read and decode; ``inference_workers`` threads each own a replica of
-    ``engine`` (onnxruntime and Pillow release the GIL, so both stages run in parallel).
-    ``times`` accumulates busy seconds per stage, summed over threads. Images in
-    ``query_paths`` also get ``query_vectors``, embedded as a selfie is (for ``eval``).
-    """
-    times = times if times is not None else StageTimes()
-    count = inference_workers or default_inference_workers(engine)
-    engines: Queue[FaceEngine] = Queue()
-    if count == 1:
-        engines.put(engine)
-    else:
-        cores = os.cpu_count() or 1
-        for _ in range(count):
-            engines.put(engine.replica(threads=max(1, cores // count)))
-    ahead = 4 * (workers + count)
-
-    def decode(path: str) -> _Decoded:
-        clock = time.perf_counter()
-        item = _read_and_decode(root, path, max_pixels, engine.detection.decode_max_side)
-        times.read_decode += time.perf_counter() - clock
-        return item
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as decoders, \
-            ThreadPoolExecutor(count, thread_name_prefix="infer") as inferers:
-        decoded = _in_order((decoders.submit(decode, path) for path in paths), ahead)
-        yield from _in_order(
-            (inferers.submit(_detect_and_embed, engines, item, times, item.path in query_paths)
-             for item in decoded), ahead
-        )
-
-
-def _build_settings(engine: FaceEngine, dataset: Path) -> dict[str, Any]:
+def _settings(engine: FaceEngine, source: Source, dataset: str) -> dict[str, Any]:
     return {
-        "dataset_root": str(dataset),
-        "model_pack": engine.pack.name,
+        "format_version": FORMAT_VERSION,
+        "source": source.identity(),
+        "dataset": dataset,
         "model_sha256": engine.sha256,
         "detection": engine.detection.as_dict(),
         "dimension": engine.dimension,
     }
-
-
-class _ShardWriter:
-    """Accumulates finished images and writes them as numbered shard folders (atomically)."""
-
-    def __init__(self, folder: Path, first_number: int, dimension: int) -> None:
-        self.folder = folder
-        self.number = first_number
-        self.dimension = dimension
-        self._reset()
-
-    def _reset(self) -> None:
-        self.images: list[ImageRecord] = []
-        self.vectors: list[NDArray[np.float32]] = []
-        self.faces: list[FaceTable] = []
-
-    def add(self, record: ImageRecord, vectors: NDArray[np.float32], faces: FaceTable) -> None:
-        faces.image_id[:] = len(self.images)  # local to the shard; renumbered at merge
-        self.images.append(record)
-        self.vectors.append(vectors)
-        self.faces.append(faces)
-
-    def flush(self) -> None:
-        if not self.images:
-            return
-        final = self.folder / f"{self.number:06d}"
-        temporary = self.folder / f".{self.number:06d}.tmp"
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
-        vectors = (np.concatenate(self.vectors) if self.vectors
-                   else np.empty((0, self.dimension), np.float32))
-        np.save(temporary / "vectors.npy", vectors.astype(np.float32))
-        FaceTable.concatenate(self.faces).save(temporary / "faces.npz")
-        write_images(temporary / "images.jsonl", self.images)
-        os.rename(temporary, final)
-        self.number += 1
-        self._reset()
-
-
-def _load_shards(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _staging_folder(out: Path) -> Path:
@@ -263,9 +103,12 @@ def _prepare_staging(staging: Path, settings: dict[str, Any], fresh: bool) -> li
     """Reuse a previous interrupted build with the same settings; otherwise start clean."""
     build_file = staging / BUILD_FILE
     if staging.exists() and not fresh and build_file.is_file():
-        previous = json.loads(build_file.read_text())
+        try:
+            previous = json.loads(build_file.read_text())
+        except ValueError:
+            previous = None
         if previous == settings:
-            return _load_shards(staging / "shards")
+            return check_shards(staging / "shards")
         log.warning("discarding an interrupted build made with other settings: %s", staging)
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "shards").mkdir(parents=True)
@@ -273,110 +116,177 @@ def _prepare_staging(staging: Path, settings: dict[str, Any], fresh: bool) -> li
     return []
 
 
+def _known_images(images: pa.Table) -> dict[str, tuple[str | None, bool]]:
+    """key -> (sha256, retry) of the images of a table; a later row wins."""
+    keys = images.column("key").to_pylist()
+    shas = images.column("sha256").to_pylist()
+    retry = images.column("retry").to_pylist()
+    return {k: (s, bool(r)) for k, s, r in zip(keys, shas, retry, strict=True)}
+
+
+def _previous_index(out: Path, engine: FaceEngine, dataset: str, fresh: bool
+                    ) -> dict[str, tuple[str | None, bool]]:
+    """The images of the index at ``out`` that a new build may reuse: none if it was made with
+    other models, detection settings or dataset name (or cannot be read)."""
+    if fresh or not out.exists():
+        return {}
+    try:
+        manifest = read_manifest(out)
+    except FaceAuditError as error:
+        log.warning("not reusing the index at %s: %s", out, error.message)
+        return {}
+    built = {name: f["sha256"] for name, f in manifest["model_pack"]["files"].items()}
+    if (built != engine.sha256 or manifest.get("detection") != engine.detection.as_dict()
+            or manifest.get("dataset", {}).get("name") != dataset):
+        log.info("the index at %s was built with other settings: rebuilding every image", out)
+        return {}
+    return _known_images(read_image_table(out / IMAGES_FILE).select(["key", "sha256",
+                                                                      "retry"]))
+
+
 def build_index(
-    dataset: Path,
+    source: Source | Path,
     out: Path,
     engine: FaceEngine,
     *,
+    dataset: str | None = None,
+    enrich: Mapping[str, Path] | None = None,
     workers: int = 2,
     inference_workers: int | None = None,
     shard_size: int = 512,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     fresh: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> BuildSummary:
-    """Index every image under ``dataset`` into ``out`` and publish it atomically.
+    """Index every image of ``source`` (a reader, or a path for ``open_source``) into ``out``
+    and publish it atomically.
 
-    ``progress(done, total)`` is called after each image. Returns counts and timings.
+    ``dataset`` names the dataset in every image's key and provenance (default: the source
+    folder's name). ``enrich`` maps an enrichment (``yfcc100m``) to its metadata file.
+    ``progress(done, total)`` is called after each image (``total`` None when the source
+    cannot say in advance). ``fresh`` ignores an interrupted build and the previous index.
     """
     started = time.perf_counter()
-    dataset = dataset.resolve()
+    if isinstance(source, Path):
+        source = open_source(source)
     out = out.resolve()
-    if not dataset.is_dir():
-        raise FaceAuditError(f"Dataset folder {dataset} does not exist or is not a folder.")
-    if out == dataset or dataset in out.parents:
+    root = source.root.resolve()
+    if out == root or root in out.parents:
         raise FaceAuditError(f"Put the index outside the dataset folder, not at {out}.")
+    for name in enrich or {}:
+        if name not in ENRICHMENTS:
+            raise FaceAuditError(f"Unknown enrichment {name!r}: faceaudit knows "
+                                 f"{', '.join(ENRICHMENTS)}.")
+    dataset = dataset or default_dataset_name(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = _build_settings(engine, dataset)
-    staging = _staging_folder(out)
-    shards = _prepare_staging(staging, settings, fresh)
-    done: set[str] = set()
-    for shard in shards:
-        done.update(record.path for record in read_images(shard / "images.jsonl"))
-
-    summary = BuildSummary()
-    all_paths = list(scan_dataset(dataset))
-    todo = [p for p in all_paths if p not in done]
-    summary.resumed_images = len(all_paths) - len(todo)
-    if summary.resumed_images:
-        log.info("resuming: %d images already indexed, %d to go", summary.resumed_images,
-                 len(todo))
-    writer = _ShardWriter(staging / "shards", len(shards), engine.dimension)
-    times = summary.stages
-    finished = summary.resumed_images
-    for item in process_images(engine, dataset, todo, workers=workers,
-                               inference_workers=inference_workers, max_pixels=max_pixels,
-                               times=times):
-        faces_table = FaceTable.empty()
-        if item.faces:
-            faces_table = FaceTable(
-                np.zeros(len(item.faces), np.int32),
-                np.array([f.bbox for f in item.faces], np.float32),
-                np.stack([f.landmarks for f in item.faces]).astype(np.float32),
-                np.array([f.score for f in item.faces], np.float32),
-            )
-        writer.add(item.record, item.vectors, faces_table)
-        if len(writer.images) >= shard_size:
-            clock = time.perf_counter()
-            writer.flush()
-            times.write += time.perf_counter() - clock
-        finished += 1
-        if progress:
-            progress(finished, len(all_paths))
-    clock = time.perf_counter()
-    writer.flush()
-    _merge_and_publish(staging, out, engine, settings, summary)
-    times.write += time.perf_counter() - clock
+    with build_lock(out):
+        summary = _build_locked(source, out, engine, dataset, enrich or {}, workers,
+                                inference_workers, shard_size, max_pixels, fresh, progress)
     summary.seconds = time.perf_counter() - started
-    log.info("stage seconds: %s", times.as_dict())
+    log.info("stage seconds: %s", summary.stages.as_dict())
     return summary
 
 
-def _merge_and_publish(
-    staging: Path, out: Path, engine: FaceEngine, settings: dict[str, Any], summary: BuildSummary
-) -> None:
-    """Merge the shards in path order, write the index into a fresh folder, publish it."""
-    images: list[ImageRecord] = []
-    vectors: list[NDArray[np.float32]] = []
-    tables: list[FaceTable] = []
-    for shard in _load_shards(staging / "shards"):
-        shard_images = read_images(shard / "images.jsonl")
-        table = FaceTable.load(shard / "faces.npz")
-        table.image_id = table.image_id + len(images)
-        images.extend(shard_images)
-        vectors.append(np.load(shard / "vectors.npy"))
-        tables.append(table)
-    faces = FaceTable.concatenate(tables)
-    all_vectors = (np.concatenate(vectors) if vectors
-                   else np.empty((0, engine.dimension), np.float32))
-    # Image ids follow the dataset's path order, whatever order a resumed build ran in.
-    order = sorted(range(len(images)), key=lambda i: images[i].path)
-    new_id = np.empty(len(images), np.int32)
-    new_id[order] = np.arange(len(images), dtype=np.int32)
-    images = [images[i] for i in order]
-    faces.image_id = new_id[faces.image_id] if len(faces) else faces.image_id
-    face_order = np.argsort(faces.image_id, kind="stable")
-    faces = FaceTable(faces.image_id[face_order], faces.bbox[face_order],
-                      faces.landmarks[face_order], faces.score[face_order])
-    all_vectors = all_vectors[face_order]
+def _build_locked(source: Source, out: Path, engine: FaceEngine, dataset: str,
+                  enrich: Mapping[str, Path], workers: int, inference_workers: int | None,
+                  shard_size: int, max_pixels: int, fresh: bool,
+                  progress: Callable[[int, int | None], None] | None) -> BuildSummary:
+    settings = _settings(engine, source, dataset)
+    staging = _staging_folder(out)
+    shards = _prepare_staging(staging, settings, fresh)
+    staged = _known_images(load_shards(shards, engine.dimension).images) if shards else {}
+    previous = _previous_index(out, engine, dataset, fresh)
 
-    summary.images = len(images)
-    summary.faces = len(faces)
-    summary.images_with_faces = sum(1 for r in images if r.faces > 0)
-    summary.no_face = sum(1 for r in images if r.status == STATUS_NO_FACE)
-    summary.failed = sum(1 for r in images if r.status == STATUS_FAILED)
-    summary.failures = [(r.path, r.error or "") for r in images if r.status == STATUS_FAILED]
-    manifest = {
+    def reusable(key: str, sha256: str) -> str | None:
+        for origin, known in ((FROM_SHARDS, staged), (FROM_PREVIOUS, previous)):
+            found = known.get(key)
+            if found is not None and found[0] == sha256 and not found[1]:
+                return origin
+        return None
+
+    summary = BuildSummary()
+    live: dict[str, str] = {}  # key -> where the merge takes it from
+    next_number = int(shards[-1].name) + 1 if shards else 0
+    writer = ShardWriter(staging / "shards", next_number, engine.dimension)
+    times = summary.stages
+    for done, item in enumerate(
+        process_items(engine, source.root, source.items(), dataset=dataset, workers=workers,
+                      inference_workers=inference_workers, max_pixels=max_pixels, times=times,
+                      reusable=reusable), start=1
+    ):
+        key = item.record.key
+        if key in live:
+            summary.duplicates += 1
+        elif item.reused_from is not None:
+            live[key] = item.reused_from
+            summary.reused_images += 1
+        else:
+            live[key] = FROM_SHARDS
+            summary.processed += 1
+            writer.add(item.record, item.faces, item.vectors)
+            if len(writer) >= shard_size:
+                clock = time.perf_counter()
+                writer.flush()
+                times.write += time.perf_counter() - clock
+        if progress:
+            progress(done, None)
+    clock = time.perf_counter()
+    writer.flush()
+    summary.removed_images = sum(1 for key in previous if key not in live)
+    merged = _merge(staging, out, engine.dimension, live, bool(previous))
+    merged_images, summary.enrichment = enrich_images(merged.images, enrich)
+    merged = Parts(merged_images, merged.faces, merged.vectors)
+    _count(merged, summary)
+    summary.coverage = {**source.coverage.as_dict(), "indexed": summary.images - summary.failed,
+                        "failed": summary.failed, "no_face": summary.no_face,
+                        "duplicates": summary.duplicates}
+    manifest = _manifest(engine, source, dataset, summary)
+    final = staging.parent / f".{out.name}.publish"
+    shutil.rmtree(final, ignore_errors=True)
+    final.mkdir()
+    write_index_files(final, vectors=merged.vectors, faces=merged.faces, images=merged.images,
+                      manifest=manifest)
+    publish(final, out)
+    shutil.rmtree(staging)
+    times.write += time.perf_counter() - clock
+    return summary
+
+
+def _merge(staging: Path, out: Path, dimension: int, live: dict[str, str],
+           has_previous: bool) -> Parts:
+    """The live images, from the shards (newest version of each key) or the previous index."""
+    shards = load_shards(check_shards(staging / "shards"), dimension)
+    wanted_from_previous = [k for k, origin in live.items() if origin == FROM_PREVIOUS]
+    previous = (load_index_parts(out) if has_previous and wanted_from_previous
+                else Parts.empty(dimension))
+    shard_rows = shards.last_row_of_each_key()
+    previous_rows = previous.last_row_of_each_key()
+    both = concatenate([shards, previous], dimension)
+    rows = np.array(
+        [shard_rows[key] if origin == FROM_SHARDS else shards.images.num_rows + previous_rows[key]
+         for key, origin in live.items()], np.int64)
+    return select(both, rows)
+
+
+def _count(merged: Parts, summary: BuildSummary) -> None:
+    images = merged.images
+    status = images.column("status")
+    summary.images = images.num_rows
+    summary.faces = len(merged.faces)
+    summary.images_with_faces = int(pc.sum(pc.greater(images.column("faces"), 0)).as_py() or 0)
+    summary.no_face = int(pc.sum(pc.equal(status, STATUS_NO_FACE)).as_py() or 0)
+    failed = images.filter(pc.equal(status, STATUS_FAILED)).select(["ref", "error"])
+    summary.failed = failed.num_rows
+    refs, errors = failed.column("ref").to_pylist(), failed.column("error").to_pylist()
+    summary.failures = list(zip(refs, errors, strict=True))[:MAX_LISTED_FAILURES]
+    # Reasons name their file; without the name, they can be counted.
+    summary.failure_reasons = Counter((e or "").replace(r, "the image")[:160]
+                                      for r, e in zip(refs, errors, strict=True))
+
+
+def _manifest(engine: FaceEngine, source: Source, dataset: str,
+              summary: BuildSummary) -> dict[str, Any]:
+    return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "faceaudit_version": __version__,
@@ -392,7 +302,10 @@ def _merge_and_publish(
         "embedding": {"dimension": engine.dimension, "metric": "cosine", "normalised": True},
         "index": {"type": "IndexFlatIP", "file": FAISS_FILE, "exact": True},
         "detection": engine.detection.as_dict(),
-        "dataset": {"root": settings["dataset_root"]},
+        "dataset": {"name": dataset, "root": str(source.root.resolve()), "kind": source.kind},
+        "source": source.identity(),
+        "coverage": summary.coverage,
+        "enrichment": summary.enrichment,
         "counts": {
             "images": summary.images,
             "images_with_faces": summary.images_with_faces,
@@ -400,10 +313,5 @@ def _merge_and_publish(
             "failed": summary.failed,
             "faces": summary.faces,
         },
+        "failure_reasons": dict(summary.failure_reasons.most_common(50)),
     }
-    final = staging.parent / f".{out.name}.publish"
-    shutil.rmtree(final, ignore_errors=True)
-    final.mkdir()
-    write_index_files(final, vectors=all_vectors, faces=faces, images=images, manifest=manifest)
-    publish(final, out)
-    shutil.rmtree(staging)

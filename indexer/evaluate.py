@@ -34,8 +34,8 @@ from numpy.typing import NDArray
 
 from faceaudit.errors import FaceAuditError
 from faceaudit.indexer import metrics
-from faceaudit.indexer.build import StageTimes, process_images
-from faceaudit.indexer.scan import scan_dataset
+from faceaudit.indexer.pipeline import StageTimes, process_images
+from faceaudit.indexer.readers.folder import scan_folder
 from faceaudit.indexer.search import DEFAULT_THRESHOLD, search_vectors
 from faceaudit.indexer.store import STATUS_FAILED, build_faiss
 from faceaudit.models.engine import FaceEngine
@@ -74,7 +74,7 @@ def load_dataset(root: Path) -> Dataset:
         raise FaceAuditError(f"Dataset folder {root} does not exist or is not a folder.")
     identities: dict[str, list[str]] = {}
     loose = 0
-    for path in scan_dataset(root):
+    for path, _ in scan_folder(root):
         folder = Path(path).parent.as_posix()
         if folder == ".":
             loose += 1

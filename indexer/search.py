@@ -13,11 +13,11 @@ from numpy.typing import NDArray
 from faceaudit.errors import FaceTooSmall, IncompatibleIndex, MultipleFaces, NoFaceFound
 from faceaudit.imaging import DecodedImage
 from faceaudit.indexer.store import (
-    FACES_FILE,
+    FACES_DIR,
     IMAGES_FILE,
     FaceTable,
     ImageRecord,
-    read_images,
+    ImageTable,
     read_manifest,
 )
 from faceaudit.models.calibration import UNCALIBRATED_THRESHOLD
@@ -36,13 +36,27 @@ SELFIE_MIN_FACE = 40
 
 @dataclass(frozen=True)
 class Match:
+    """A photo found: ``face`` is the row of its best face in the index, ``face_id`` that
+    face's stable id, ``record`` the photo's record (where it is, its provenance)."""
+
     image_id: int
-    image: str
     score: float
     bbox: tuple[float, float, float, float]
+    face: int
     face_id: int
-    width: int | None
-    height: int | None
+    record: ImageRecord
+
+    @property
+    def image(self) -> str:
+        return self.record.ref
+
+    @property
+    def width(self) -> int | None:
+        return self.record.width
+
+    @property
+    def height(self) -> int | None:
+        return self.record.height
 
 
 def search_vectors(
@@ -74,14 +88,15 @@ def search_vectors(
 
 
 class FaceIndex:
-    """A published index, loaded whole into memory (vectors in FAISS, metadata in arrays)."""
+    """A published index: vectors in FAISS, the face table memory-mapped, image records read
+    lazily from Parquet."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.manifest: dict[str, Any] = read_manifest(folder)
         self.faiss = faiss.read_index(str(folder / self.manifest["index"]["file"]))
-        self.faces = FaceTable.load(folder / FACES_FILE)
-        self.images: list[ImageRecord] = read_images(folder / IMAGES_FILE)
+        self.faces = FaceTable.load(folder / FACES_DIR, mmap=True)
+        self.images = ImageTable(folder / IMAGES_FILE)
         if self.faiss.ntotal != len(self.faces):
             raise IncompatibleIndex(
                 f"{folder} is inconsistent: {self.faiss.ntotal} vectors, {len(self.faces)} faces."
@@ -98,6 +113,10 @@ class FaceIndex:
     @property
     def dataset_root(self) -> Path:
         return Path(self.manifest["dataset"]["root"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.manifest["dataset"]["name"])
 
     def check_engine(self, engine: FaceEngine) -> None:
         """Refuse to search with a model pack other than the one that built the index."""
@@ -116,10 +135,9 @@ class FaceIndex:
         matches = []
         for image_id, score, face_id in search_vectors(self.faiss, self.faces.image_id, vector,
                                                        threshold, top):
-            record = self.images[image_id]
             x1, y1, x2, y2 = (round(float(v), 1) for v in self.faces.bbox[face_id])
-            matches.append(Match(image_id, record.path, round(score, 4), (x1, y1, x2, y2),
-                                 face_id, record.width, record.height))
+            matches.append(Match(image_id, round(score, 4), (x1, y1, x2, y2), face_id,
+                                 int(self.faces.face_id[face_id]), self.images[image_id]))
         return matches
 
 

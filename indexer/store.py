@@ -3,38 +3,46 @@
 An index folder holds
 
 - ``manifest.json``: format version, model pack (name and SHA-256 of each file), embedding
-  dimension and metric, index type, counts, detection settings, creation time, faceaudit
-  version. It is written last: a folder without it is not an index.
+  dimension and metric, index type, counts, source coverage, detection settings, creation
+  time, faceaudit version. It is written last: a folder without it is not an index.
 - ``faces.faiss``: a FAISS index of every face's L2-normalised embedding; row i is face i.
-- ``faces.npz``: per-face arrays, row i for face i: ``image_id`` (int32), ``bbox`` (x1, y1, x2,
-  y2; float32), ``landmarks`` (5x2, float32) and ``score`` (float32), in pixels of the upright
-  full-size photo.
-- ``images.jsonl``: one JSON object per image, line i for image id i: ``path`` (relative to
-  the dataset root, POSIX), ``width``, ``height``, ``bytes``, ``sha256``, ``status`` (``ok``,
-  ``no_face`` or ``failed``), ``error`` and ``faces``. Readers ignore keys they do not know, so
-  per-image provenance (``source_url``, ``photo_id``, ``uploader``, ``licence``) is added as
-  more keys without a format break.
+- ``faces/``: per-face arrays as ``.npy`` files (memory-mapped by readers), row i for face i:
+  ``image_id`` (int32, row of images.parquet), ``face_id`` (int64, stable across rebuilds),
+  ``bbox`` (x1, y1, x2, y2; float32), ``landmarks`` (5x2, float32) and ``score`` (float32),
+  in pixels of the upright full-size photo. Faces are in image id order.
+- ``images.parquet``: one row per image, sorted by ``key`` (row i is image id i), with where
+  its bytes are, its status and its provenance (``IMAGE_SCHEMA``). Read lazily, a row group
+  at a time, so an index of 10^8 images does not become 10^8 Python objects.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from faceaudit.errors import IndexNotFound
+from faceaudit.indexer.readers.base import PROVENANCE_FIELDS, ByteLocation
 
 FORMAT_NAME = "faceaudit-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 FAISS_FILE = "faces.faiss"
-FACES_FILE = "faces.npz"
-IMAGES_FILE = "images.jsonl"
+FACES_DIR = "faces"
+IMAGES_FILE = "images.parquet"
+ROW_GROUP_SIZE = 8192
 
 STATUS_OK = "ok"
 STATUS_NO_FACE = "no_face"
@@ -43,79 +51,165 @@ STATUS_FAILED = "failed"
 
 @dataclass
 class ImageRecord:
-    path: str
+    """One image of the index: its stable key, where its bytes are, what became of it, and its
+    provenance (the PROVENANCE_FIELDS, None where the source gives nothing)."""
+
+    key: str
+    ref: str
     status: str
+    path: str | None = None  # ByteLocation under the dataset root
+    offset: int | None = None
+    size: int | None = None
     width: int | None = None
     height: int | None = None
     bytes: int | None = None
-    sha256: str | None = None
     faces: int = 0
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
+    retry: bool = False  # failed for a reason that may pass (a read error): the next build retries
+    enriched: str | None = None  # the enrichment joined for it ("yfcc100m"), found or not
+    dataset: str | None = None
+    photo_id: str | None = None
+    page_url: str | None = None
+    image_url: str | None = None
+    uploader_id: str | None = None
+    uploader_name: str | None = None
+    title: str | None = None
+    licence_name: str | None = None
+    licence_url: str | None = None
+    date_taken: str | None = None
+    date_uploaded: str | None = None
+    sha256: str | None = None
+    source_record: str | None = None
 
-    def to_json(self) -> str:
-        data = asdict(self)
-        extra = data.pop("extra")
-        return json.dumps({**data, **extra}, ensure_ascii=False)
+    @property
+    def location(self) -> ByteLocation | None:
+        return None if self.path is None else ByteLocation(self.path, self.offset, self.size)
 
-    @classmethod
-    def from_json(cls, line: str) -> ImageRecord:
-        data = json.loads(line)
-        known = {k: data.pop(k) for k in list(data) if k in cls.__dataclass_fields__}
-        known.pop("extra", None)
-        return cls(**known, extra=data)
+    def provenance(self) -> dict[str, str | None]:
+        """Exactly the PROVENANCE_FIELDS, in order."""
+        return {name: getattr(self, name) for name in PROVENANCE_FIELDS}
+
+
+_STRING = pa.string()
+_TYPES = {"offset": pa.int64(), "size": pa.int64(), "width": pa.int32(), "height": pa.int32(),
+          "bytes": pa.int64(), "faces": pa.int32(), "retry": pa.bool_()}
+IMAGE_SCHEMA = pa.schema([(f.name, _TYPES.get(f.name, _STRING)) for f in fields(ImageRecord)])
+_FIELD_NAMES = tuple(f.name for f in fields(ImageRecord))
+
+
+def image_key(dataset: str, photo_id: str | None, sha256: str | None, ref: str) -> str:
+    """The stable key of an image: ``{dataset}:{photo_id}`` when the platform gives an id,
+    else ``{dataset}:sha256:{hex}`` of its bytes, else (bytes unreadable) ``{dataset}:ref:{ref}``."""
+    if photo_id:
+        return f"{dataset}:{photo_id}"
+    if sha256:
+        return f"{dataset}:sha256:{sha256}"
+    return f"{dataset}:ref:{ref}"
+
+
+def stable_face_id(key: str, ordinal: int) -> int:
+    """A 63-bit id for face ``ordinal`` (detection order) of the image ``key``: the same in
+    every build that sees the same bytes with the same models, whatever else the index holds."""
+    digest = hashlib.blake2b(f"{key}\0{ordinal}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def records_to_table(records: Iterable[ImageRecord]) -> pa.Table:
+    return pa.Table.from_pylist([asdict(r) for r in records], schema=IMAGE_SCHEMA)
+
+
+def write_image_table(path: Path, table: pa.Table) -> None:
+    pq.write_table(table.select(list(_FIELD_NAMES)).cast(IMAGE_SCHEMA), path,
+                   row_group_size=ROW_GROUP_SIZE, compression="zstd")
+
+
+def read_image_table(path: Path) -> pa.Table:
+    return pq.read_table(path, schema=IMAGE_SCHEMA)
+
+
+def record_from_row(row: dict[str, Any]) -> ImageRecord:
+    return ImageRecord(**{name: row.get(name) for name in _FIELD_NAMES})
+
+
+class ImageTable:
+    """The images of an index, read lazily from ``images.parquet``: a lookup decodes one row
+    group (8,192 rows) and a few recent ones stay cached. Thread-safe."""
+
+    def __init__(self, path: Path, cached_groups: int = 8) -> None:
+        self._file = pq.ParquetFile(path, memory_map=True)
+        meta = self._file.metadata
+        self._starts = np.cumsum([0] + [meta.row_group(i).num_rows
+                                        for i in range(meta.num_row_groups)])
+        self._cache: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._cached_groups = cached_groups
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _group(self, number: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._cache.get(number)
+            if rows is not None:
+                self._cache.move_to_end(number)
+                return rows
+        rows = self._file.read_row_group(number).to_pylist()
+        with self._lock:
+            self._cache[number] = rows
+            while len(self._cache) > self._cached_groups:
+                self._cache.popitem(last=False)
+        return rows
+
+    def __getitem__(self, image_id: int) -> ImageRecord:
+        if not 0 <= image_id < len(self):
+            raise IndexError(f"image id {image_id} out of range")
+        group = int(np.searchsorted(self._starts, image_id, side="right")) - 1
+        return record_from_row(self._group(group)[image_id - int(self._starts[group])])
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        for batch in self._file.iter_batches(batch_size=ROW_GROUP_SIZE):
+            for row in batch.to_pylist():
+                yield record_from_row(row)
+
+    def column(self, name: str) -> list[Any]:
+        return self._file.read(columns=[name]).column(name).to_pylist()
 
 
 @dataclass
 class FaceTable:
     image_id: NDArray[np.int32]
+    face_id: NDArray[np.int64]
     bbox: NDArray[np.float32]
     landmarks: NDArray[np.float32]
     score: NDArray[np.float32]
 
     @classmethod
     def empty(cls) -> FaceTable:
-        return cls(
-            np.empty(0, np.int32),
-            np.empty((0, 4), np.float32),
-            np.empty((0, 5, 2), np.float32),
-            np.empty(0, np.float32),
-        )
+        return cls(np.empty(0, np.int32), np.empty(0, np.int64), np.empty((0, 4), np.float32),
+                   np.empty((0, 5, 2), np.float32), np.empty(0, np.float32))
 
     def __len__(self) -> int:
         return len(self.image_id)
+
+    def take(self, rows: NDArray[np.integer]) -> FaceTable:
+        return FaceTable(*(np.asarray(getattr(self, f.name))[rows] for f in fields(self)))
 
     @classmethod
     def concatenate(cls, tables: list[FaceTable]) -> FaceTable:
         if not tables:
             return cls.empty()
-        return cls(
-            np.concatenate([t.image_id for t in tables]).astype(np.int32),
-            np.concatenate([t.bbox for t in tables]).astype(np.float32),
-            np.concatenate([t.landmarks for t in tables]).astype(np.float32),
-            np.concatenate([t.score for t in tables]).astype(np.float32),
-        )
+        return cls(*(np.concatenate([getattr(t, f.name) for t in tables])
+                     for f in fields(cls)))
 
-    def save(self, path: Path) -> None:
-        with open(path, "wb") as stream:
-            np.savez(stream, image_id=self.image_id, bbox=self.bbox,
-                     landmarks=self.landmarks, score=self.score)
+    def save(self, folder: Path) -> None:
+        folder.mkdir(exist_ok=True)
+        for f in fields(self):
+            np.save(folder / f"{f.name}.npy", np.ascontiguousarray(getattr(self, f.name)))
 
     @classmethod
-    def load(cls, path: Path) -> FaceTable:
-        with np.load(path) as data:
-            return cls(data["image_id"], data["bbox"], data["landmarks"], data["score"])
-
-
-def write_images(path: Path, images: list[ImageRecord]) -> None:
-    with open(path, "w", encoding="utf-8") as stream:
-        for record in images:
-            stream.write(record.to_json() + "\n")
-
-
-def read_images(path: Path) -> list[ImageRecord]:
-    with open(path, encoding="utf-8") as stream:
-        return [ImageRecord.from_json(line) for line in stream if line.strip()]
+    def load(cls, folder: Path, *, mmap: bool = False) -> FaceTable:
+        mode = "r" if mmap else None
+        return cls(*(np.load(folder / f"{f.name}.npy", mmap_mode=mode) for f in fields(cls)))
 
 
 def build_faiss(vectors: NDArray[np.float32], dimension: int) -> faiss.Index:
@@ -126,22 +220,45 @@ def build_faiss(vectors: NDArray[np.float32], dimension: int) -> faiss.Index:
     return index
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` and the folders themselves to stable storage, so a
+    power cut after the publish swap cannot leave a published index with empty files."""
+    for current, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(Path(current, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(current))
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_index_files(
     folder: Path,
     *,
     vectors: NDArray[np.float32],
     faces: FaceTable,
-    images: list[ImageRecord],
+    images: pa.Table,
     manifest: dict[str, Any],
 ) -> None:
-    """Write a complete index into ``folder`` (an empty staging folder), manifest last."""
+    """Write a complete index into ``folder`` (an empty staging folder), manifest last, and
+    flush it all to disk."""
     dimension = int(manifest["embedding"]["dimension"])
     faiss.write_index(build_faiss(vectors, dimension), str(folder / FAISS_FILE))
-    faces.save(folder / FACES_FILE)
-    write_images(folder / IMAGES_FILE, images)
+    faces.save(folder / FACES_DIR)
+    write_image_table(folder / IMAGES_FILE, images)
     with open(folder / MANIFEST, "w", encoding="utf-8") as stream:
         json.dump(manifest, stream, indent=2)
         stream.write("\n")
+    fsync_tree(folder)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -149,7 +266,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise IndexNotFound(
             f"{folder} is not a faceaudit index (it has no {MANIFEST}). Build one with "
-            f"`faceaudit index DATASET_DIR --out {folder}`."
+            f"`faceaudit index SOURCE --out {folder}`."
         )
     manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT_NAME:
@@ -157,6 +274,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexNotFound(
             f"{folder} has index format {manifest.get('format_version')}, and this faceaudit "
-            f"reads format {FORMAT_VERSION}: rebuild the index with this version."
+            f"reads format {FORMAT_VERSION}: rebuild the index with this version "
+            f"(`faceaudit index SOURCE --out {folder}`)."
         )
     return manifest

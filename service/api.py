@@ -3,6 +3,7 @@ found."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from faceaudit.imaging import decode_image
 from faceaudit.indexer.search import Match
+from faceaudit.indexer.store import ImageRecord
 from faceaudit.results import GUIDE_THRESHOLDS, search_response
 from faceaudit.service.deps import IndexDep, Services, ServicesDep, check_rate_limit
 from faceaudit.service.errors import ERROR_RESPONSES, ErrorResponse, InvalidParameter
@@ -19,7 +21,7 @@ from faceaudit.service.thumbnails import (
     FACE_SIZE,
     ThumbnailNotFound,
     ThumbnailTokens,
-    photo_path,
+    photo_bytes,
     render_face,
     render_thumbnail,
 )
@@ -152,7 +154,7 @@ async def search(
 
 def _photo_fields(request: Request, tokens: ThumbnailTokens, match: Match) -> dict[str, Any]:
     photo = tokens.issue(match.image_id)
-    face = tokens.issue(match.image_id, match.face_id)
+    face = tokens.issue(match.image_id, match.face)
     return {
         "thumbnail": request.url_for("thumbnail", token=photo).path,
         "face_thumbnail": request.url_for("face_thumbnail", token=face).path,
@@ -176,9 +178,8 @@ async def thumbnail(token: str, services: ServicesDep) -> Response:
     image_id = published.tokens.verify(token)
     if image_id >= len(published.index.images):
         raise ThumbnailNotFound("This thumbnail link is not for a photo of this index.")
-    relative = published.index.images[image_id].path
-    path = photo_path(services.photos_root, relative)
-    data = await run_in_threadpool(render_thumbnail, path, relative,
+    record = published.index.images[image_id]
+    data = await run_in_threadpool(_thumbnail, services.photos_root, record,
                                    services.settings.thumbnail_size)
     return Response(data, media_type="image/jpeg", headers={
         "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
@@ -205,10 +206,17 @@ async def face_thumbnail(token: str, services: ServicesDep) -> Response:
     if face_id >= index.size or int(index.faces.image_id[face_id]) != image_id:
         raise ThumbnailNotFound("This face link is not for a face of this index.")
     record = index.images[image_id]
-    path = photo_path(services.photos_root, record.path)
-    known = (record.width, record.height) if record.width and record.height else None
     bbox = [float(v) for v in index.faces.bbox[face_id]]
-    data = await run_in_threadpool(render_face, path, record.path, bbox, known)
+    data = await run_in_threadpool(_face, services.photos_root, record, bbox)
     return Response(data, media_type="image/jpeg", headers={
         "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
     })
+
+
+def _thumbnail(root: Path, record: ImageRecord, size: int) -> bytes:
+    return render_thumbnail(photo_bytes(root, record), record.ref, size)
+
+
+def _face(root: Path, record: ImageRecord, bbox: list[float]) -> bytes:
+    known = (record.width, record.height) if record.width and record.height else None
+    return render_face(photo_bytes(root, record), record.ref, bbox, known)

@@ -21,12 +21,14 @@ import secrets
 import struct
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from PIL import Image
 
 from faceaudit.errors import FaceAuditError, ImageTooLarge, UnreadableImage
 from faceaudit.imaging import DecodedImage, decode_image
+from faceaudit.indexer.readers.base import UnreadableFile, read_location, safe_relative
+from faceaudit.indexer.store import ImageRecord
 
 _PAYLOAD = struct.Struct(">IIQ")  # image id, face id (or WHOLE_PHOTO), expiry (unix seconds)
 WHOLE_PHOTO = 0xFFFFFFFF
@@ -102,12 +104,19 @@ def _invalid() -> ThumbnailNotFound:
     )
 
 
-def photo_path(root: Path, relative: str) -> Path:
-    """``relative`` (a path from the index) under ``root``; never outside it."""
-    rel = PurePosixPath(relative)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise PhotoUnavailable(f"The index names the photo {relative!r} outside the dataset.")
-    return root.joinpath(*rel.parts)
+def photo_bytes(root: Path, record: ImageRecord) -> bytes:
+    """The bytes of an indexed photo, from where the index says they are under ``root`` (a
+    file, or a member of an img2dataset tar); never from outside ``root``."""
+    location = record.location
+    if location is None or safe_relative(location.path) != location.path:
+        raise PhotoUnavailable(f"The index names the photo {record.ref!r} outside the dataset.")
+    try:
+        return read_location(root, location)
+    except UnreadableFile as error:
+        raise PhotoUnavailable(
+            f"The photo {record.ref} cannot be read from the dataset folder any more ({error}); "
+            "it was moved or deleted since the index was built."
+        ) from None
 
 
 # A face close-up is a square of the face box's longer side plus this share of it on each
@@ -116,16 +125,11 @@ FACE_MARGIN = 0.4
 FACE_SIZE = 160
 
 
-def _decode_photo(path: Path, relative: str, max_side: int | None) -> DecodedImage:
-    if not path.is_file():
-        raise PhotoUnavailable(
-            f"The photo {relative} is no longer in the dataset folder (moved or deleted since "
-            "the index was built)."
-        )
+def _decode_photo(data: bytes, name: str, max_side: int | None) -> DecodedImage:
     try:
-        return decode_image(path, max_side=max_side)
+        return decode_image(data, max_side=max_side, name=name)
     except (UnreadableImage, ImageTooLarge) as error:
-        raise PhotoUnavailable(f"The photo {relative} cannot be read any more.") from error
+        raise PhotoUnavailable(f"The photo {name} cannot be read any more.") from error
 
 
 def _jpeg(image: Image.Image) -> bytes:
@@ -134,9 +138,9 @@ def _jpeg(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def render_thumbnail(path: Path, relative: str, size: int) -> bytes:
+def render_thumbnail(data: bytes, name: str, size: int) -> bytes:
     """JPEG of the upright photo with its longer side at most ``size`` pixels."""
-    return _jpeg(Image.fromarray(_decode_photo(path, relative, size).pixels))
+    return _jpeg(Image.fromarray(_decode_photo(data, name, size).pixels))
 
 
 def face_square(bbox: Sequence[float], width: float, height: float,
@@ -151,7 +155,7 @@ def face_square(bbox: Sequence[float], width: float, height: float,
     return left, top, left + side, top + side
 
 
-def render_face(path: Path, relative: str, bbox: Sequence[float],
+def render_face(data: bytes, name: str, bbox: Sequence[float],
                 photo_size: tuple[int, int] | None, size: int = FACE_SIZE) -> bytes:
     """JPEG of a square close-up of the face at ``bbox`` (upright full-size pixels), at most
     ``size`` pixels a side. ``photo_size``: the photo's full upright size as indexed, if known,
@@ -162,7 +166,7 @@ def render_face(path: Path, relative: str, bbox: Sequence[float],
         side = right - left
         if side > size:
             max_side = math.ceil(max(photo_size) * size / side)
-    decoded = _decode_photo(path, relative, max_side)
+    decoded = _decode_photo(data, name, max_side)
     pixels = decoded.pixels
     scaled = [v * decoded.scale for v in bbox]
     left, top, right, bottom = face_square(scaled, pixels.shape[1], pixels.shape[0])

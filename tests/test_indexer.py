@@ -13,14 +13,14 @@ from faceaudit.demo import insightface_image, vectron_image
 from faceaudit.errors import IncompatibleIndex, IndexNotFound
 from faceaudit.indexer.build import build_index
 from faceaudit.indexer.search import FaceIndex
-from faceaudit.indexer.store import read_images, write_images
+from faceaudit.indexer.store import ImageTable
 from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import buffalo_s, pack_from_folder
 
 
 def test_manifest_describes_the_index(built_index: Path, engine: FaceEngine) -> None:
     manifest = json.loads((built_index / "manifest.json").read_text())
-    assert manifest["format"] == "faceaudit-index" and manifest["format_version"] == 1
+    assert manifest["format"] == "faceaudit-index" and manifest["format_version"] == 2
     assert manifest["model_pack"]["name"] == "buffalo_s"
     files = manifest["model_pack"]["files"]
     assert files["scrfd_500m_bnkps.onnx"]["sha256"] == buffalo_s().detector.sha256
@@ -38,8 +38,9 @@ def test_manifest_describes_the_index(built_index: Path, engine: FaceEngine) -> 
 def test_every_face_is_stored_with_its_photo(built_index: Path) -> None:
     index = FaceIndex(built_index)
     assert index.size == len(index.faces) == index.manifest["counts"]["faces"]
+    keys = [record.key for record in index.images]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
     paths = [record.path for record in index.images]
-    assert paths == sorted(paths)
     for image_id, record in enumerate(index.images):
         rows = np.flatnonzero(index.faces.image_id == image_id)
         assert len(rows) == record.faces
@@ -74,7 +75,7 @@ def test_bad_files_are_recorded_and_skipped(small_dataset: Path, engine: FaceEng
     failed = dict(summary.failures)
     assert "not an image" in failed["notes.jpg"]
     assert "truncated" in failed["truncated.jpg"]
-    records = {r.path: r for r in read_images(tmp_path / "index" / "images.jsonl")}
+    records = {r.path: r for r in ImageTable(tmp_path / "index" / "images.parquet")}
     assert records["truncated.jpg"].status == "failed" and records["a/yao.jpg"].faces == 1
 
 
@@ -94,23 +95,29 @@ def test_interrupted_build_keeps_old_index_and_resumes(small_dataset: Path, engi
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        build_index(small_dataset, out, engine, shard_size=2, progress=stop_after_three)
+        build_index(small_dataset, out, engine, shard_size=2, progress=stop_after_three,
+                    fresh=True)
     assert (out / "manifest.json").read_text() == before  # old index untouched and usable
     assert FaceIndex(out).manifest["counts"]["images"] == 5
     staging = tmp_path / ".index.building"
     assert len(list((staging / "shards").iterdir())) == 1  # one finished shard of 2 images
 
     resumed = build_index(small_dataset, out, engine, shard_size=2)
-    assert resumed.resumed_images == 2 and resumed.images == 6
+    # 2 from the finished shard, the 5 others unchanged since the previous index: only the
+    # new photo is processed.
+    assert resumed.reused_images == 5 and resumed.processed == 1 and resumed.images == 6
     assert not staging.exists()
     rebuilt = FaceIndex(out)
     fresh = build_index(small_dataset, tmp_path / "fresh", engine)
     assert rebuilt.manifest["counts"] == json.loads(
         (tmp_path / "fresh" / "manifest.json").read_text())["counts"]
-    assert fresh.resumed_images == 0
+    assert fresh.reused_images == 0 and fresh.processed == 6
     reference = FaceIndex(tmp_path / "fresh")
-    assert [r.path for r in rebuilt.images] == [r.path for r in reference.images]
+    assert [r.key for r in rebuilt.images] == [r.key for r in reference.images]
     assert np.array_equal(rebuilt.faces.image_id, reference.faces.image_id)
+    assert np.array_equal(rebuilt.faces.face_id, reference.faces.face_id)
+    assert np.allclose(rebuilt.faiss.reconstruct_n(0, rebuilt.size),
+                       reference.faiss.reconstruct_n(0, reference.size), atol=1e-5)
 
 
 def test_a_folder_without_manifest_is_not_an_index(tmp_path: Path) -> None:
@@ -131,20 +138,11 @@ def test_other_model_pack_is_refused(built_index: Path, tmp_path: Path) -> None:
         FaceIndex(built_index).check_engine(other)
 
 
-def test_unknown_image_keys_survive_a_round_trip(built_index: Path, tmp_path: Path) -> None:
-    records = read_images(built_index / "images.jsonl")
-    records[0].extra["source_url"] = "https://example.org/photo/1"
-    write_images(tmp_path / "images.jsonl", records)
-    again = read_images(tmp_path / "images.jsonl")
-    assert again[0].extra == {"source_url": "https://example.org/photo/1"}
-    assert again[0].path == records[0].path
-
-
 def test_large_photos_are_decoded_reduced_with_boxes_in_full_size_pixels(
         engine: FaceEngine, tmp_path: Path) -> None:
     from PIL import Image
 
-    from faceaudit.indexer.build import process_images
+    from faceaudit.indexer.pipeline import process_images
 
     small = Image.open(vectron_image("yaoming.jpg")).convert("RGB")
     (tmp_path / "a").mkdir()

@@ -33,6 +33,7 @@ from PIL import Image
 from faceaudit.errors import IncompatibleIndex
 from faceaudit.imaging import decode_image
 from faceaudit.indexer.search import FaceIndex, search_selfie
+from faceaudit.indexer.store import ImageRecord
 from faceaudit.models.calibration import UNCALIBRATED_THRESHOLD, Calibration
 from faceaudit.models.engine import FaceEngine
 from faceaudit.results import GUIDE_THRESHOLDS, search_response
@@ -44,7 +45,7 @@ from faceaudit.service.thumbnails import (
     ThumbnailNotFound,
     ThumbnailTokens,
     face_square,
-    photo_path,
+    photo_bytes,
     render_face,
 )
 from faceaudit.service.uploads import (
@@ -283,11 +284,13 @@ def test_face_square_keeps_a_margin_and_stays_in_the_photo() -> None:
     assert face_square((0, 0, 90, 90), 200, 100) == pytest.approx((0, 0, 100, 100))  # shrunk
 
 
-def test_photo_path_stays_under_the_dataset(tmp_path: Path) -> None:
-    assert photo_path(tmp_path, "a/b.jpg") == tmp_path / "a" / "b.jpg"
+def test_photo_bytes_stay_under_the_dataset(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b.jpg").write_bytes(b"photo")
+    assert photo_bytes(tmp_path, ImageRecord("k", "a/b.jpg", "ok", path="a/b.jpg")) == b"photo"
     for bad in ("../secret.jpg", "/etc/passwd", "a/../../b.jpg", ""):
         with pytest.raises(PhotoUnavailable):
-            photo_path(tmp_path, bad)
+            photo_bytes(tmp_path, ImageRecord("k", bad, "ok", path=bad))
 
 
 # --- the app through its lifespan ----------------------------------------------------------
@@ -478,7 +481,7 @@ def test_a_close_up_of_a_large_photo_is_decoded_reduced_and_still_centred(
     path = tmp_path / "big.jpg"
     path.write_bytes(jpeg(photo))
     detected = max(engine.detect(decode_image(path)), key=lambda f: f.short_side)
-    data = render_face(path, "big.jpg", detected.bbox, photo.size)
+    data = render_face(path.read_bytes(), "big.jpg", detected.bbox, photo.size)
     with Image.open(io.BytesIO(data)) as close_up:
         assert close_up.size == (FACE_SIZE, FACE_SIZE)
     x1, y1, x2, y2 = max(engine.detect(decode_image(data)), key=lambda f: f.short_side).bbox
