@@ -229,8 +229,8 @@ def describe_provenance(provenance: dict[str, str | None]) -> str:
     if provenance.get("photo_id"):
         parts.append(f"photo {provenance['photo_id']}")
     uploader = provenance.get("uploader_name") or provenance.get("uploader_id")
-    parts.append(f"uploaded by {uploader}" if uploader else "uploader not given")
-    parts.append(f"licence: {provenance.get('licence_name') or 'not given'}")
+    parts.append(f"uploaded by {uploader}" if uploader else "uploader not stated")
+    parts.append(f"licence: {provenance.get('licence_name') or 'not stated by the source'}")
     link = provenance.get("page_url") or provenance.get("image_url")
     if link:
         parts.append(link)
@@ -319,10 +319,13 @@ def demo(
     """Build a small collection from photos that ship with installed packages, index it, serve."""
     from faceaudit.demo import build_demo_collection
 
+    from faceaudit.demo import DEMO_DATASET, MANIFEST_NAME
+
     photos, selfies = build_demo_collection(out / "photos", out / "selfies")
-    typer.echo(f"demo collection: {photos} ({sum(1 for _ in photos.rglob('*.*'))} photos)")
+    typer.echo(f"demo collection: {photos}, its provenance in {photos / MANIFEST_NAME}")
     defaults = DetectionSettings()
-    index(photos, out=out / "index", models=None, device="auto", threads=None,
+    index(photos / MANIFEST_NAME, out=out / "index", dataset=DEMO_DATASET, field_map=None,
+          enrich=None, models=None, device="auto", threads=None,
           det_size=defaults.det_size, min_face=defaults.min_face,
           det_threshold=defaults.threshold, workers=2, fresh=False)
     typer.echo(f"try a selfie from {selfies}, e.g. {selfies / 'yaoming.jpg'}")

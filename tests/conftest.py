@@ -33,5 +33,5 @@ def built_index(collection: tuple[Path, Path], engine: FaceEngine,
                 tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A published index of the demo collection. Tests must not modify it."""
     out = tmp_path_factory.mktemp("indexes") / "demo-index"
-    build_index(collection[0], out, engine)
+    build_index(collection[0] / "manifest.csv", out, engine, dataset="faceaudit-demo")
     return out
