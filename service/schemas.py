@@ -57,10 +57,35 @@ class Info(IndexSummary):
     max_results: int = Field(description="The most photos one search returns.")
 
 
+class Provenance(BaseModel):
+    """Where a photo comes from, as its dataset states it; null where the dataset says
+    nothing (never guessed)."""
+
+    dataset: str | None = Field(description="The dataset the photo is part of.")
+    photo_id: str | None = Field(description="The photo's id on its platform (e.g. Flickr).")
+    page_url: str | None = Field(description="The photo's page.")
+    image_url: str | None = Field(description="The image's address, as the dataset lists it.")
+    uploader_id: str | None = Field(description="Who uploaded it: platform account id.")
+    uploader_name: str | None = Field(description="Who uploaded it: name.")
+    title: str | None
+    licence_name: str | None = Field(description="The licence, as the dataset states it.")
+    licence_url: str | None
+    date_taken: str | None = Field(description="As the dataset gives it, verbatim.")
+    date_uploaded: str | None
+    sha256: str | None = Field(description="SHA-256 of the image bytes that were indexed.")
+    source_record: str | None = Field(
+        description="Where in the dataset this came from: file and line, or shard and key.")
+
+
 class MatchOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    image: str = Field(description="Path of the photo, relative to the dataset root.")
+    image: str = Field(description="The photo within the dataset: its path, or shard/member.")
+    image_key: str = Field(description="The photo's stable key: dataset:photo_id, or "
+                           "dataset:sha256:... when the platform gives no id.")
+    face_id: int = Field(description="Stable id of the matching face (the same in every "
+                         "rebuild of the index).")
+    provenance: Provenance
     score: float = Field(description="Cosine similarity of the best face in the photo.")
     bbox: list[float] = Field(description="x1, y1, x2, y2 of that face, in photo pixels.")
     strength: Literal["strong", "possible"] = Field(

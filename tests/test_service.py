@@ -33,6 +33,7 @@ from PIL import Image
 from faceaudit.errors import IncompatibleIndex
 from faceaudit.imaging import decode_image
 from faceaudit.indexer.search import FaceIndex, search_selfie
+from faceaudit.indexer.readers.base import PROVENANCE_FIELDS
 from faceaudit.indexer.store import ImageRecord
 from faceaudit.models.calibration import UNCALIBRATED_THRESHOLD, Calibration
 from faceaudit.models.engine import FaceEngine
@@ -341,7 +342,8 @@ def test_page(client: TestClient) -> None:
         assert element in page.text
     script = client.get("/static/app.js").text
     for used in ("/api/info", "face_thumbnail", "threshold_guide", "expected_false_matches",
-                 "Strong match", "Possible match"):
+                 "Strong match", "Possible match", "provenance", "uploader_name", "page_url",
+                 "licence_name"):
         assert used in script
 
 
@@ -390,6 +392,15 @@ def test_search_finds_every_photo_of_the_person_and_no_other(
         assert {k: got[k] for k in want} == want
         assert (got["width"], got["height"]) == (match.width, match.height)
         assert got["thumbnail"].startswith("/api/thumbnails/")
+        # Provenance: exactly the contract's keys, read from the demo's manifest.
+        provenance = got["provenance"]
+        assert tuple(provenance) == PROVENANCE_FIELDS
+        assert provenance["dataset"] == "faceaudit-demo"
+        assert provenance["uploader_name"].startswith("PyPI package insightface")
+        assert provenance["page_url"].startswith("https://pypi.org/project/insightface")
+        assert provenance["source_record"].startswith("manifest.csv:")
+        assert len(provenance["sha256"]) == 64 and provenance["licence_name"] is None
+        assert got["image_key"] == f"faceaudit-demo:sha256:{provenance['sha256']}"
 
 
 def test_search_says_what_the_threshold_means(client: TestClient, yao: bytes,

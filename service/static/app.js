@@ -143,6 +143,28 @@ function element(tag, className, text) {
   return node;
 }
 
+// Where the photo comes from, as the dataset states it: what a removal request must name.
+function provenance(source) {
+  const list = element("dl", "provenance");
+  const row = (label, value) => {
+    list.append(element("dt", "", label), element("dd", "", value));
+  };
+  row("Dataset", source.dataset || "unknown");
+  row("Uploaded by", source.uploader_name || source.uploader_id || "not stated");
+  row("Licence", source.licence_name || "not stated by the dataset");
+  const link = source.page_url || source.image_url;
+  if (link && /^https?:\/\//i.test(link)) {
+    const dd = element("dd");
+    const a = element("a", "", source.page_url ? "the photo's page" : "the image's address");
+    a.href = link;
+    a.rel = "noopener noreferrer";
+    a.target = "_blank";
+    dd.append(a);
+    list.append(element("dt", "", "Where"), dd);
+  }
+  return list;
+}
+
 function card(match) {
   const strength = STRENGTH[match.strength] || STRENGTH.possible;
   const item = element("li", `card ${match.strength === "strong" ? "strong" : "possible"}`);
@@ -166,7 +188,7 @@ function card(match) {
   }
   const text = element("div", "meta");
   text.append(element("p", "score", `Similarity ${match.score.toFixed(2)}`),
-    element("code", "", match.image));
+    provenance(match.provenance || {}), element("code", "", match.image));
   caption.append(text);
   figure.append(frame, caption);
 
