@@ -1,0 +1,234 @@
+"""Indexing datasets as they come: img2dataset shards and manifests end to end, provenance on
+every hit, incremental rebuilds by key and SHA-256, and one build at a time."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from faceaudit.cli import app
+from faceaudit.demo import insightface_image, vectron_image
+from faceaudit.indexer.build import build_index
+from faceaudit.indexer.lock import BuildInProgress, build_lock
+from faceaudit.indexer.readers import open_source
+from faceaudit.indexer.readers.base import PROVENANCE_FIELDS
+from faceaudit.indexer.search import FaceIndex
+from faceaudit.indexer.store import ImageTable
+from faceaudit.models.engine import FaceEngine
+from faceaudit.service.thumbnails import photo_bytes
+from tests.img2dataset_fixtures import write_webdataset_shard
+
+runner = CliRunner()
+# A place no photo of a person may lead to: it must never reach an index.
+SECRET_LATITUDE, SECRET_LONGITUDE = "48.858370", "2.294481"
+
+
+def jpeg(path: Path, **resize: int) -> bytes:
+    image = Image.open(path).convert("RGB")
+    if resize:
+        image = image.resize((resize["width"], resize["height"]))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def flickr_url(photo_id: int) -> str:
+    return f"https://farm6.staticflickr.com/5{photo_id % 1000}/{photo_id}_a1b2c3d4e5_z.jpg"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An img2dataset webdataset download of three Flickr photos (one of Yao Ming) and two
+    failed downloads, with location columns the indexer must not import."""
+    folder = tmp_path_factory.mktemp("shards")
+    samples = [
+        (flickr_url(5001), jpeg(vectron_image("players.jpg")),
+         {"license": "Attribution License", "author": "example user",
+          "latitude": SECRET_LATITUDE, "longitude": SECRET_LONGITUDE}),
+        (flickr_url(5002), jpeg(vectron_image("yaoming.jpg")),
+         {"license": "Attribution-NonCommercial License", "author": "another user",
+          "latitude": SECRET_LATITUDE, "longitude": SECRET_LONGITUDE}),
+        (flickr_url(5003), jpeg(insightface_image("Tom_Hanks_54745.png")),
+         {"license": None, "author": None, "latitude": None, "longitude": None}),
+    ]
+    failed = [(flickr_url(5004), "HTTP Error 404: Not Found"),
+              (flickr_url(5005), "HTTP Error 410: Gone")]
+    write_webdataset_shard(folder, 0, samples, failed)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shard_index(shards: Path, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory
+                ) -> Path:
+    out = tmp_path_factory.mktemp("indexes") / "flickr-index"
+    result = runner.invoke(app, ["index", str(shards), "--out", str(out), "--dataset",
+                                 "flickr-faces", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "source: 5 rows, 3 downloaded, 2 not downloaded, 3 indexed" in result.stdout
+    return out
+
+
+def test_a_webdataset_download_is_indexed_with_its_coverage(shard_index: Path) -> None:
+    manifest = json.loads((shard_index / "manifest.json").read_text())
+    assert manifest["dataset"]["name"] == "flickr-faces"
+    assert manifest["source"]["kind"] == "webdataset"
+    coverage = manifest["coverage"]
+    assert (coverage["rows"], coverage["downloaded"], coverage["indexed"]) == (5, 3, 3)
+    assert sum(coverage["not_downloaded"].values()) == 2
+    assert manifest["counts"]["images"] == 3 and manifest["counts"]["faces"] >= 17
+
+
+def test_hits_carry_the_provenance_of_the_shard(shard_index: Path, engine: FaceEngine) -> None:
+    result = runner.invoke(app, ["search", str(vectron_image("yaoming.jpg")), "--index",
+                                 str(shard_index), "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    matches = json.loads(result.stdout)["matches"]
+    by_photo = {m["provenance"]["photo_id"]: m for m in matches}
+    assert set(by_photo) == {"5001", "5002"}  # the portrait and the team photo
+    portrait = by_photo["5002"]
+    assert tuple(portrait["provenance"]) == PROVENANCE_FIELDS
+    assert portrait["provenance"] | {"sha256": None, "source_record": None} == {
+        "dataset": "flickr-faces", "photo_id": "5002", "page_url": None,
+        "image_url": flickr_url(5002), "uploader_id": None, "uploader_name": "another user",
+        "title": None, "licence_name": "Attribution-NonCommercial License",
+        "licence_url": None, "date_taken": None, "date_uploaded": None, "sha256": None,
+        "source_record": None}
+    assert portrait["provenance"]["source_record"] == "00000.tar/000000001"
+    assert portrait["image_key"] == "flickr-faces:5002"
+    assert portrait["image"] == "00000.tar/000000001.jpg"
+
+    text = runner.invoke(app, ["search", str(vectron_image("yaoming.jpg")), "--index",
+                               str(shard_index), "--device", "cpu"]).stdout
+    assert "uploaded by another user" in text and "Attribution-NonCommercial License" in text
+
+
+def test_location_never_reaches_the_index(shard_index: Path) -> None:
+    table = ImageTable(shard_index / "images.parquet")
+    assert not {"latitude", "longitude"} & set(table._file.schema_arrow.names)
+    for record in table:
+        assert SECRET_LATITUDE not in repr(record) and SECRET_LONGITUDE not in repr(record)
+    for path in shard_index.rglob("*"):
+        if path.is_file():
+            assert SECRET_LATITUDE.encode() not in path.read_bytes()
+
+
+def test_the_service_reads_photos_back_from_the_tar(shard_index: Path, shards: Path) -> None:
+    index = FaceIndex(shard_index)
+    for record in index.images:
+        data = photo_bytes(index.dataset_root, record)
+        assert len(data) == record.bytes
+        assert Image.open(io.BytesIO(data)).size == (record.width, record.height)
+
+
+# --- incremental builds ------------------------------------------------------------------
+
+@pytest.fixture()
+def three_photos(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "yao.jpg").write_bytes(jpeg(vectron_image("yaoming.jpg")))
+    (root / "hanks.jpg").write_bytes(jpeg(insightface_image("Tom_Hanks_54745.png")))
+    (root / "gdp.jpg").write_bytes(jpeg(vectron_image("gdp.jpg")))
+    return root
+
+
+def face_ids_by_key(index: FaceIndex) -> dict[str, list[int]]:
+    result: dict[str, list[int]] = {}
+    for face in range(index.size):
+        key = index.images[int(index.faces.image_id[face])].key
+        result.setdefault(key, []).append(int(index.faces.face_id[face]))
+    return result
+
+
+def test_a_rebuild_processes_only_new_and_changed_photos(three_photos: Path,
+                                                         engine: FaceEngine,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "index"
+    first = build_index(three_photos, out, engine)
+    assert (first.processed, first.reused_images) == (3, 0)
+    before = FaceIndex(out)
+    yao_key = next(r.key for r in before.images if r.ref == "yao.jpg")
+    yao_faces = face_ids_by_key(before)[yao_key]
+
+    (three_photos / "gdp.jpg").unlink()  # gone from the source
+    (three_photos / "hanks.jpg").write_bytes(jpeg(insightface_image("Tom_Hanks_54745.png"),
+                                                  width=200, height=200))  # edited
+    shutil.copy(vectron_image("players.jpg"), three_photos / "team.jpg")  # new
+    second = build_index(three_photos, out, engine)
+    assert (second.processed, second.reused_images, second.removed_images) == (2, 1, 2)
+    after = FaceIndex(out)
+    assert sorted(r.ref for r in after.images) == ["hanks.jpg", "team.jpg", "yao.jpg"]
+    # The unchanged photo keeps its key and its faces their ids and vectors.
+    assert face_ids_by_key(after)[yao_key] == yao_faces
+    reference = build_index(three_photos, tmp_path / "fresh", engine)
+    assert reference.processed == 3
+    fresh = FaceIndex(tmp_path / "fresh")
+    assert [r.key for r in after.images] == [r.key for r in fresh.images]
+    assert np.array_equal(after.faces.face_id, fresh.faces.face_id)
+    assert np.allclose(after.faiss.reconstruct_n(0, after.size),
+                       fresh.faiss.reconstruct_n(0, fresh.size), atol=1e-5)
+
+    third = build_index(three_photos, out, engine)
+    assert (third.processed, third.reused_images, third.removed_images) == (0, 3, 0)
+
+
+def test_a_changed_photo_keeps_its_key_when_the_dataset_gives_an_id(
+        three_photos: Path, engine: FaceEngine, tmp_path: Path) -> None:
+    manifest = three_photos / "photos.csv"
+    manifest.write_text("photo_id,file,license\n1,yao.jpg,CC BY\n2,hanks.jpg,CC BY-NC\n")
+    out = tmp_path / "index"
+    build_index(open_source(manifest), out, engine, dataset="mine")
+    before = {r.key: r.sha256 for r in FaceIndex(out).images}
+    assert set(before) == {"mine:1", "mine:2"}
+    (three_photos / "hanks.jpg").write_bytes(jpeg(vectron_image("gdp.jpg")))  # replaced
+    summary = build_index(open_source(manifest), out, engine, dataset="mine")
+    assert (summary.processed, summary.reused_images) == (1, 1)
+    after = {r.key: r for r in FaceIndex(out).images}
+    assert after["mine:2"].sha256 != before["mine:2"] and after["mine:2"].faces >= 2
+    assert after["mine:1"].licence_name == "CC BY"
+
+
+def test_duplicate_rows_are_indexed_once(three_photos: Path, engine: FaceEngine,
+                                         tmp_path: Path) -> None:
+    manifest = three_photos / "photos.tsv"
+    manifest.write_text("path\tauthor\nyao.jpg\ta\nyao.jpg\ta\ngdp.jpg\tb\n")
+    summary = build_index(open_source(manifest), tmp_path / "index", engine)
+    assert (summary.images, summary.duplicates) == (2, 1)
+
+
+def test_a_second_build_on_the_same_output_is_refused(three_photos: Path, engine: FaceEngine,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "index"
+    build_index(three_photos, out, engine)
+    before = (out / "manifest.json").read_text()
+    with build_lock(out.resolve()):  # as another `faceaudit index` holding it
+        with pytest.raises(BuildInProgress, match="already building"):
+            build_index(three_photos, out, engine, fresh=True)
+        result = runner.invoke(app, ["index", str(three_photos), "--out", str(out),
+                                     "--device", "cpu"])
+        assert result.exit_code == 2 and "already building" in result.output
+    assert (out / "manifest.json").read_text() == before  # untouched
+    assert build_index(three_photos, out, engine).reused_images == 3  # free again
+
+
+def test_map_names_other_columns(three_photos: Path, engine: FaceEngine,
+                                 tmp_path: Path) -> None:
+    manifest = three_photos / "photos.csv"
+    manifest.write_text("picture,owner_handle,rights,lat\nyao.jpg,someone,CC0,48.85\n")
+    out = tmp_path / "index"
+    result = runner.invoke(app, ["index", str(manifest), "--out", str(out), "--device", "cpu",
+                                 "--map", "image=picture", "--map", "uploader_name=owner_handle",
+                                 "--map", "licence_name=rights"])
+    assert result.exit_code == 0, result.output
+    record = next(iter(FaceIndex(out).images))
+    assert (record.uploader_name, record.licence_name) == ("someone", "CC0")
+    bad = runner.invoke(app, ["index", str(manifest), "--out", str(out), "--device", "cpu",
+                              "--map", "latitude=lat"])
+    assert bad.exit_code == 2 and "not a provenance field" in bad.output
