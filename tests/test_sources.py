@@ -232,3 +232,67 @@ def test_map_names_other_columns(three_photos: Path, engine: FaceEngine,
     bad = runner.invoke(app, ["index", str(manifest), "--out", str(out), "--device", "cpu",
                               "--map", "latitude=lat"])
     assert bad.exit_code == 2 and "not a provenance field" in bad.output
+
+
+# --- YFCC100M enrichment -----------------------------------------------------------------
+
+def yfcc_line(photo_id: str, *, nickname: str, licence: str, marker: str = "0",
+              layout: int = 25) -> str:
+    """One row of the YFCC100M metadata file (made-up identities), in either layout."""
+    columns = [photo_id, "12345678@N00", nickname, "2006-05-31 21:07:00.0", "1149429753",
+               "Canon+IXY", "At+the+bar", "a+description", "food", "", SECRET_LONGITUDE,
+               SECRET_LATITUDE, "16", f"http://www.flickr.com/photos/12345678@N00/{photo_id}/",
+               flickr_url(int(photo_id)), licence,
+               "http://creativecommons.org/licenses/by-nc/2.0/", "59", "6", "a1b2c3d4e5",
+               "a1b2c3d4e5", "jpg", marker]
+    if layout == 25:
+        columns = ["7", photo_id, "0123abc", *columns[1:]]
+    return "\t".join(columns)
+
+
+def test_enrich_joins_yfcc100m_on_the_photo_id_from_the_url(
+        three_photos: Path, engine: FaceEngine, tmp_path: Path) -> None:
+    import bz2
+
+    manifest = three_photos / "urls.csv"
+    manifest.write_text(f"file,url\nyao.jpg,{flickr_url(777001)}\ngdp.jpg,{flickr_url(777002)}\n"
+                        f"hanks.jpg,https://example.org/hanks.jpg\n")
+    yfcc = tmp_path / "yfcc100m_dataset.bz2"
+    lines = [yfcc_line("777001", nickname="example+user%21", licence="Attribution-NonCommercial "
+                       "License"),
+             yfcc_line("777002", nickname="second", licence="Attribution License", layout=23),
+             yfcc_line("777003", nickname="video", licence="x", marker="1"),
+             "not\ta\tyfcc\tline", yfcc_line("999999", nickname="other", licence="y")]
+    yfcc.write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
+    out = tmp_path / "index"
+    result = runner.invoke(app, ["index", str(manifest), "--out", str(out), "--dataset", "dif",
+                                 "--enrich", f"yfcc100m={yfcc}", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "yfcc100m: 2 of 2 photo ids found" in result.stdout
+    records = {r.ref: r for r in FaceIndex(out).images}
+    yao = records["yao.jpg"]
+    assert yao.key == "dif:777001"
+    assert yao.provenance() | {"sha256": None} == {
+        "dataset": "dif", "photo_id": "777001",
+        "page_url": "http://www.flickr.com/photos/12345678@N00/777001/",
+        "image_url": flickr_url(777001), "uploader_id": "12345678@N00",
+        "uploader_name": "example user!", "title": "At the bar",
+        "licence_name": "Attribution-NonCommercial License",
+        "licence_url": "http://creativecommons.org/licenses/by-nc/2.0/",
+        "date_taken": "2006-05-31 21:07:00.0", "date_uploaded": "2006-06-04T14:02:33+00:00",
+        "sha256": None, "source_record": "urls.csv:2"}
+    assert records["gdp.jpg"].uploader_name == "second"
+    assert records["hanks.jpg"].photo_id is None and records["hanks.jpg"].uploader_id is None
+    manifest_json = json.loads((out / "manifest.json").read_text())
+    joined = manifest_json["enrichment"]["yfcc100m"]
+    assert (joined["matched"], joined["videos"], joined["malformed"]) == (2, 1, 1)
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert SECRET_LATITUDE.encode() not in path.read_bytes()
+            assert b"a description" not in path.read_bytes()
+
+    # A rebuild joins nothing again: the images keep what was joined.
+    again = build_index(open_source(manifest), out, engine, dataset="dif",
+                        enrich={"yfcc100m": yfcc})
+    assert again.enrichment["yfcc100m"]["needed"] == 0
+    assert next(r for r in FaceIndex(out).images if r.ref == "yao.jpg").uploader_id
