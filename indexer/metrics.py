@@ -267,7 +267,7 @@ class SearchPoint:
     fpir_labelled_only: float
 
 
-def _mean(values: NDArray[np.generic]) -> float:
+def _mean(values: NDArray[np.floating] | NDArray[np.integer] | NDArray[np.bool_]) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 

@@ -23,11 +23,11 @@ from faceaudit.indexer.store import (
     IMAGES_FILE,
     FaceTable,
     ImageRecord,
+    fsync_tree,
     read_image_table,
     records_to_table,
     stable_face_id,
     write_image_table,
-    fsync_tree,
 )
 from faceaudit.models.engine import DetectedFace
 

@@ -99,7 +99,8 @@ _FIELD_NAMES = tuple(f.name for f in fields(ImageRecord))
 
 def image_key(dataset: str, photo_id: str | None, sha256: str | None, ref: str) -> str:
     """The stable key of an image: ``{dataset}:{photo_id}`` when the platform gives an id,
-    else ``{dataset}:sha256:{hex}`` of its bytes, else (bytes unreadable) ``{dataset}:ref:{ref}``."""
+    else ``{dataset}:sha256:{hex}`` of its bytes, else (bytes unreadable)
+    ``{dataset}:ref:{ref}``."""
     if photo_id:
         return f"{dataset}:{photo_id}"
     if sha256:
@@ -128,7 +129,7 @@ def read_image_table(path: Path) -> pa.Table:
 
 
 def record_from_row(row: dict[str, Any]) -> ImageRecord:
-    return ImageRecord(**{name: row.get(name) for name in _FIELD_NAMES})
+    return ImageRecord(**{name: row.get(name) for name in _FIELD_NAMES})  # type: ignore[arg-type]
 
 
 class ImageTable:
@@ -208,8 +209,8 @@ class FaceTable:
 
     @classmethod
     def load(cls, folder: Path, *, mmap: bool = False) -> FaceTable:
-        mode = "r" if mmap else None
-        return cls(*(np.load(folder / f"{f.name}.npy", mmap_mode=mode) for f in fields(cls)))
+        return cls(*(np.load(folder / f"{f.name}.npy", mmap_mode="r" if mmap else None)
+                     for f in fields(cls)))
 
 
 def build_faiss(vectors: NDArray[np.float32], dimension: int) -> faiss.Index:

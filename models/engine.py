@@ -80,7 +80,7 @@ def align_face(
     if not transform:  # degenerate landmarks (all on one point): no similarity exists
         raise ValueError(f"cannot align a face on landmarks {landmarks.tolist()}")
     matrix = transform.params[0:2, :]
-    return cv2.warpAffine(bgr, matrix, (size, size), borderValue=0.0)
+    return np.asarray(cv2.warpAffine(bgr, matrix, (size, size), borderValue=0.0), np.uint8)
 
 
 def _round_up(value: float, multiple: int = 32) -> int:

@@ -123,7 +123,8 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code,
                                                              f"http_{error.status_code}")
-    return error_response(error.status_code, code, str(error.detail), headers=error.headers)
+    return error_response(error.status_code, code, str(error.detail),
+                          headers=dict(error.headers) if error.headers else None)
 
 
 async def _disconnected(request: Request, error: Exception) -> JSONResponse:

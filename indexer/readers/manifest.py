@@ -13,7 +13,7 @@ import gzip
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import IO, Any
@@ -202,7 +202,7 @@ class ManifestSource:
                     continue
                 yield where, dict(zip(header, cells, strict=True)), None
 
-    def _jsonl_lines(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    def _jsonl_lines(self) -> Generator[tuple[int, dict[str, Any] | None, str | None]]:
         """(line number, object or None, why not) of every non-blank line."""
         with self._open_text() as handle:
             for number, line in enumerate(handle, start=1):
