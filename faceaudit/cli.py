@@ -317,9 +317,7 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Only build.")] = False,
 ) -> None:
     """Build a small collection from photos that ship with installed packages, index it, serve."""
-    from faceaudit.demo import build_demo_collection
-
-    from faceaudit.demo import DEMO_DATASET, MANIFEST_NAME
+    from faceaudit.demo import DEMO_DATASET, MANIFEST_NAME, build_demo_collection
 
     photos, selfies = build_demo_collection(out / "photos", out / "selfies")
     typer.echo(f"demo collection: {photos}, its provenance in {photos / MANIFEST_NAME}")

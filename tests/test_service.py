@@ -32,8 +32,8 @@ from PIL import Image
 
 from faceaudit.errors import IncompatibleIndex
 from faceaudit.imaging import decode_image
-from faceaudit.indexer.search import FaceIndex, search_selfie
 from faceaudit.indexer.readers.base import PROVENANCE_FIELDS
+from faceaudit.indexer.search import FaceIndex, search_selfie
 from faceaudit.indexer.store import ImageRecord
 from faceaudit.models.calibration import UNCALIBRATED_THRESHOLD, Calibration
 from faceaudit.models.engine import FaceEngine
