@@ -32,7 +32,7 @@ def search_response(index: FaceIndex, matches: list[Match], threshold: float,
                               else default_threshold),
         "threshold_guide": calibration.guide(index.size, GUIDE_THRESHOLDS),
         "matches": [
-            {"image": m.image, "image_key": m.record.key, "face_id": m.face_id,
+            {"image": m.image, "image_key": m.record.key, "face_id": str(m.face_id),
              "score": m.score, "bbox": list(m.bbox),
              "strength": calibration.strength(m.score, index.size),
              "provenance": m.record.provenance()}

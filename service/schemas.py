@@ -83,8 +83,9 @@ class MatchOut(BaseModel):
     image: str = Field(description="The photo within the dataset: its path, or shard/member.")
     image_key: str = Field(description="The photo's stable key: dataset:photo_id, or "
                            "dataset:sha256:... when the platform gives no id.")
-    face_id: int = Field(description="Stable id of the matching face (the same in every "
-                         "rebuild of the index).")
+    face_id: str = Field(description="Stable 64-bit id of the matching face (the same in "
+                         "every rebuild of the index), in decimal: as a string, because "
+                         "JavaScript numbers lose integers above 2^53.")
     provenance: Provenance
     score: float = Field(description="Cosine similarity of the best face in the photo.")
     bbox: list[float] = Field(description="x1, y1, x2, y2 of that face, in photo pixels.")
