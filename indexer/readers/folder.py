@@ -45,7 +45,8 @@ def scan_folder(root: Path) -> Iterator[tuple[str, str | None]]:
                                  "a broken symbolic link" if path.is_symlink() else
                                  f"cannot be examined: {error.strerror}")
                 continue
-            yield relative, None if stat.S_ISREG(mode) else describe_mode(mode)
+            yield relative, (None if stat.S_ISREG(mode)
+                             else f"not a regular file ({describe_mode(mode)})")
 
 
 def read_sidecar(image: Path) -> tuple[str, dict[str, Any]] | None:
