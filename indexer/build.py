@@ -64,6 +64,7 @@ class BuildSummary:
     no_face: int = 0
     failed: int = 0
     faces: int = 0
+    small_faces: int = 0  # found but too small to embed; kept to be blurred
     processed: int = 0  # images read, decoded and run through the models in this run
     reused_images: int = 0  # unchanged since the previous index or an interrupted build
     removed_images: int = 0  # in the previous index, gone from the source
@@ -223,7 +224,7 @@ def _build_locked(source: Source, out: Path, engine: FaceEngine, dataset: str,
         else:
             live[key] = FROM_SHARDS
             summary.processed += 1
-            writer.add(item.record, item.faces, item.vectors)
+            writer.add(item.record, item.faces, item.vectors, item.small_faces)
             if len(writer) >= shard_size:
                 clock = time.perf_counter()
                 writer.flush()
@@ -235,7 +236,7 @@ def _build_locked(source: Source, out: Path, engine: FaceEngine, dataset: str,
     summary.removed_images = sum(1 for key in previous if key not in live)
     merged = _merge(staging, out, engine.dimension, live, bool(previous))
     merged_images, summary.enrichment = enrich_images(merged.images, enrich)
-    merged = Parts(merged_images, merged.faces, merged.vectors)
+    merged = Parts(merged_images, merged.faces, merged.vectors, merged.small_faces)
     _count(merged, summary)
     summary.coverage = {**source.coverage.as_dict(), "indexed": summary.images - summary.failed,
                         "failed": summary.failed, "no_face": summary.no_face,
@@ -244,8 +245,8 @@ def _build_locked(source: Source, out: Path, engine: FaceEngine, dataset: str,
     final = staging.parent / f".{out.name}.publish"
     shutil.rmtree(final, ignore_errors=True)
     final.mkdir()
-    write_index_files(final, vectors=merged.vectors, faces=merged.faces, images=merged.images,
-                      manifest=manifest)
+    write_index_files(final, vectors=merged.vectors, faces=merged.faces,
+                      small_faces=merged.small_faces, images=merged.images, manifest=manifest)
     publish(final, out)
     shutil.rmtree(staging)
     times.write += time.perf_counter() - clock
@@ -273,6 +274,7 @@ def _count(merged: Parts, summary: BuildSummary) -> None:
     status = images.column("status")
     summary.images = images.num_rows
     summary.faces = len(merged.faces)
+    summary.small_faces = len(merged.small_faces)
     summary.images_with_faces = int(pc.sum(pc.greater(images.column("faces"), 0)).as_py() or 0)
     summary.no_face = int(pc.sum(pc.equal(status, STATUS_NO_FACE)).as_py() or 0)
     failed = images.filter(pc.equal(status, STATUS_FAILED)).select(["ref", "error"])
@@ -312,6 +314,7 @@ def _manifest(engine: FaceEngine, source: Source, dataset: str,
             "no_face": summary.no_face,
             "failed": summary.failed,
             "faces": summary.faces,
+            "small_faces": summary.small_faces,
         },
         "failure_reasons": dict(summary.failure_reasons.most_common(50)),
     }

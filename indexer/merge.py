@@ -12,12 +12,14 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from faceaudit.indexer.shards import load_shard
+from faceaudit.indexer.shards import VECTORS_FILE
 from faceaudit.indexer.store import (
     FACES_DIR,
     FAISS_FILE,
     IMAGE_SCHEMA,
     IMAGES_FILE,
+    SMALL_FACES_DIR,
+    BoxTable,
     FaceTable,
     read_image_table,
 )
@@ -27,40 +29,50 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Parts:
-    """Images with their faces (``faces.image_id`` = row of ``images``) and face vectors."""
+    """Images with their faces and small faces (``image_id`` = row of ``images``) and the
+    faces' vectors."""
 
     images: pa.Table
     faces: FaceTable
     vectors: NDArray[np.float32]
+    small_faces: BoxTable
 
     @classmethod
     def empty(cls, dimension: int) -> Parts:
         return cls(IMAGE_SCHEMA.empty_table(), FaceTable.empty(),
-                   np.empty((0, dimension), np.float32))
+                   np.empty((0, dimension), np.float32), BoxTable.empty())
+
+    @classmethod
+    def load(cls, folder: Path, vectors: NDArray[np.float32]) -> Parts:
+        return cls(read_image_table(folder / IMAGES_FILE), FaceTable.load(folder / FACES_DIR),
+                   vectors, BoxTable.load(folder / SMALL_FACES_DIR))
 
     def last_row_of_each_key(self) -> dict[str, int]:
         """key -> its last row: a later shard holds the newer version of an image."""
         return {key: row for row, key in enumerate(self.images.column("key").to_pylist())}
 
 
+def _shifted(table: FaceTable | BoxTable, offset: int) -> FaceTable | BoxTable:
+    shifted = table.take(np.arange(len(table)))
+    shifted.image_id = table.image_id.astype(np.int64) + offset
+    return shifted
+
+
 def concatenate(parts: list[Parts], dimension: int) -> Parts:
     if not parts:
         return Parts.empty(dimension)
-    offsets = np.cumsum([0] + [p.images.num_rows for p in parts])
-    faces = [FaceTable(p.faces.image_id.astype(np.int64) + offset, *(
-        getattr(p.faces, name) for name in ("face_id", "bbox", "landmarks", "score")))
-        for p, offset in zip(parts, offsets, strict=False)]
-    table = FaceTable.concatenate(faces)
-    return Parts(pa.concat_tables([p.images for p in parts]), table,
-                 np.concatenate([p.vectors for p in parts]).astype(np.float32, copy=False))
+    offsets = [int(o) for o in np.cumsum([0] + [p.images.num_rows for p in parts])]
+    pairs = list(zip(parts, offsets, strict=False))
+    return Parts(
+        pa.concat_tables([p.images for p in parts]),
+        FaceTable.concatenate([_shifted(p.faces, o) for p, o in pairs]),  # type: ignore[misc]
+        np.concatenate([p.vectors for p in parts]).astype(np.float32, copy=False),
+        BoxTable.concatenate([_shifted(p.small_faces, o) for p, o in pairs]),  # type: ignore[misc]
+    )
 
 
 def load_shards(folders: list[Path], dimension: int) -> Parts:
-    parts = []
-    for folder in folders:
-        shard = load_shard(folder)
-        parts.append(Parts(shard.images, shard.faces, shard.vectors))
-    return concatenate(parts, dimension)
+    return concatenate([Parts.load(f, np.load(f / VECTORS_FILE)) for f in folders], dimension)
 
 
 def load_index_parts(folder: Path) -> Parts:
@@ -68,8 +80,16 @@ def load_index_parts(folder: Path) -> Parts:
     index = faiss.read_index(str(folder / FAISS_FILE))
     vectors = (index.reconstruct_n(0, index.ntotal) if index.ntotal
                else np.empty((0, index.d), np.float32))
-    return Parts(read_image_table(folder / IMAGES_FILE), FaceTable.load(folder / FACES_DIR),
-                 vectors)
+    return Parts.load(folder, vectors)
+
+
+def _rows_of(table: FaceTable | BoxTable, new_id: NDArray[np.int64]
+             ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Rows of ``table`` whose image is kept, in new image order, and their new image ids."""
+    image = new_id[table.image_id] if len(table) else np.empty(0, np.int64)
+    kept = np.flatnonzero(image >= 0)
+    kept = kept[np.argsort(image[kept], kind="stable")]
+    return kept, image[kept]
 
 
 def select(parts: Parts, rows: NDArray[np.int64]) -> Parts:
@@ -79,9 +99,10 @@ def select(parts: Parts, rows: NDArray[np.int64]) -> Parts:
     rows = rows[np.argsort(keys[rows], kind="stable")] if len(rows) else rows
     new_id = np.full(parts.images.num_rows, -1, np.int64)
     new_id[rows] = np.arange(len(rows))
-    face_image = new_id[parts.faces.image_id] if len(parts.faces) else np.empty(0, np.int64)
-    kept = np.flatnonzero(face_image >= 0)
-    kept = kept[np.argsort(face_image[kept], kind="stable")]
+    kept, image = _rows_of(parts.faces, new_id)
     faces = parts.faces.take(kept)
-    faces.image_id = face_image[kept].astype(np.int32)
-    return Parts(parts.images.take(pa.array(rows)), faces, parts.vectors[kept])
+    faces.image_id = image.astype(np.int32)
+    small_kept, small_image = _rows_of(parts.small_faces, new_id)
+    small = parts.small_faces.take(small_kept)
+    small.image_id = small_image.astype(np.int32)
+    return Parts(parts.images.take(pa.array(rows)), faces, parts.vectors[kept], small)

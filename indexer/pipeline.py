@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
 
@@ -69,6 +69,8 @@ class ProcessedImage:
     vectors: NDArray[np.float32]
     query_vectors: NDArray[np.float32] | None = None  # as a selfie is embedded (with flip)
     reused_from: str | None = None
+    # Faces found but too small to embed (under min_face): kept so the service can blur them.
+    small_faces: list[DetectedFace] = field(default_factory=list)
 
 
 @dataclass
@@ -155,11 +157,13 @@ def _detect_and_embed(engines: Queue[FaceEngine], item: _Read, times: StageTimes
     if item.image is None:
         return ProcessedImage(record, [], vectors, reused_from=item.reused_from)
     faces: list[DetectedFace] = []
+    small: list[DetectedFace] = []
     query_vectors = None
     engine = engines.get()
     try:
         clock = time.perf_counter()
-        faces = engine.detect(item.image)
+        for face in engine.detect_all(item.image):
+            (faces if face.short_side >= engine.detection.min_face else small).append(face)
         times.detect += time.perf_counter() - clock
         clock = time.perf_counter()
         if as_query:
@@ -170,13 +174,13 @@ def _detect_and_embed(engines: Queue[FaceEngine], item: _Read, times: StageTimes
     except Exception as error:  # one bad image must never stop a long build
         log.warning("failed on %s: %s", record.ref, error)
         record.status, record.error = STATUS_FAILED, f"face engine error: {error}"
-        faces, vectors = [], np.empty((0, dimension), np.float32)
+        faces, small, vectors = [], [], np.empty((0, dimension), np.float32)
     finally:
         engines.put(engine)
     record.faces = len(faces)
     if record.status == STATUS_OK and not faces:
         record.status = STATUS_NO_FACE
-    return ProcessedImage(record, faces, vectors, query_vectors)
+    return ProcessedImage(record, faces, vectors, query_vectors, small_faces=small)
 
 
 def process_items(

@@ -15,6 +15,8 @@ from faceaudit.imaging import DecodedImage
 from faceaudit.indexer.store import (
     FACES_DIR,
     IMAGES_FILE,
+    SMALL_FACES_DIR,
+    BoxTable,
     FaceTable,
     ImageRecord,
     ImageTable,
@@ -96,6 +98,7 @@ class FaceIndex:
         self.manifest: dict[str, Any] = read_manifest(folder)
         self.faiss = faiss.read_index(str(folder / self.manifest["index"]["file"]))
         self.faces = FaceTable.load(folder / FACES_DIR, mmap=True)
+        self.small_faces = BoxTable.load(folder / SMALL_FACES_DIR, mmap=True)
         self.images = ImageTable(folder / IMAGES_FILE)
         if self.faiss.ntotal != len(self.faces):
             raise IncompatibleIndex(

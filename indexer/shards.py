@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 from numpy.typing import NDArray
 
 from faceaudit.indexer.store import (
     FACES_DIR,
     IMAGES_FILE,
+    SMALL_FACES_DIR,
+    BoxTable,
     FaceTable,
     ImageRecord,
     fsync_tree,
@@ -34,6 +34,11 @@ from faceaudit.models.engine import DetectedFace
 log = logging.getLogger(__name__)
 
 VECTORS_FILE = "vectors.npy"
+
+
+def box_table(faces: list[DetectedFace], image_id: int) -> BoxTable:
+    return BoxTable(np.full(len(faces), image_id, np.int32),
+                    np.array([f.bbox for f in faces], np.float32).reshape(-1, 4))
 
 
 def face_table(record: ImageRecord, faces: list[DetectedFace], image_id: int) -> FaceTable:
@@ -62,13 +67,15 @@ class ShardWriter:
         self.records: list[ImageRecord] = []
         self.vectors: list[NDArray[np.float32]] = []
         self.faces: list[FaceTable] = []
+        self.small_faces: list[BoxTable] = []
 
     def __len__(self) -> int:
         return len(self.records)
 
     def add(self, record: ImageRecord, faces: list[DetectedFace],
-            vectors: NDArray[np.float32]) -> None:
+            vectors: NDArray[np.float32], small_faces: list[DetectedFace]) -> None:
         self.faces.append(face_table(record, faces, len(self.records)))
+        self.small_faces.append(box_table(small_faces, len(self.records)))
         self.records.append(record)
         self.vectors.append(vectors)
 
@@ -83,6 +90,7 @@ class ShardWriter:
                    else np.empty((0, self.dimension), np.float32))
         np.save(temporary / VECTORS_FILE, vectors.astype(np.float32))
         FaceTable.concatenate(self.faces).save(temporary / FACES_DIR)
+        BoxTable.concatenate(self.small_faces).save(temporary / SMALL_FACES_DIR)
         write_image_table(temporary / IMAGES_FILE, records_to_table(self.records))
         fsync_tree(temporary)
         os.rename(temporary, final)
@@ -90,20 +98,8 @@ class ShardWriter:
         self._reset()
 
 
-@dataclass
-class Shard:
-    images: pa.Table
-    faces: FaceTable
-    vectors: NDArray[np.float32]
-
-
 def shard_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def load_shard(folder: Path) -> Shard:
-    return Shard(read_image_table(folder / IMAGES_FILE), FaceTable.load(folder / FACES_DIR),
-                 np.load(folder / VECTORS_FILE))
 
 
 def check_shards(folder: Path) -> list[Path]:
@@ -114,6 +110,7 @@ def check_shards(folder: Path) -> list[Path]:
         try:
             read_image_table(shard / IMAGES_FILE)
             FaceTable.load(shard / FACES_DIR, mmap=True)
+            BoxTable.load(shard / SMALL_FACES_DIR, mmap=True)
             np.load(shard / VECTORS_FILE, mmap_mode="r")
         except Exception as error:  # noqa: BLE001 - any damage means: redo this shard
             log.warning("discarding damaged shard %s: %s", shard, error)

@@ -10,6 +10,8 @@ An index folder holds
   ``image_id`` (int32, row of images.parquet), ``face_id`` (int64, stable across rebuilds),
   ``bbox`` (x1, y1, x2, y2; float32), ``landmarks`` (5x2, float32) and ``score`` (float32),
   in pixels of the upright full-size photo. Faces are in image id order.
+- ``small_faces/``: ``image_id`` and ``bbox`` of the faces found but too small to embed (under
+  the minimum face size), kept so that the service blurs them too.
 - ``images.parquet``: one row per image, sorted by ``key`` (row i is image id i), with where
   its bytes are, its status and its provenance (``IMAGE_SCHEMA``). Read lazily, a row group
   at a time, so an index of 10^8 images does not become 10^8 Python objects.
@@ -32,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
+from typing_extensions import Self
 
 from faceaudit.errors import IndexNotFound
 from faceaudit.indexer.readers.base import PROVENANCE_FIELDS, ByteLocation
@@ -41,6 +44,7 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 FAISS_FILE = "faces.faiss"
 FACES_DIR = "faces"
+SMALL_FACES_DIR = "small_faces"
 IMAGES_FILE = "images.parquet"
 ROW_GROUP_SIZE = 8192
 
@@ -176,8 +180,44 @@ class ImageTable:
         return self._file.read(columns=[name]).column(name).to_pylist()
 
 
+class _Columns:
+    """Arrays of equal length, one row per face, saved as one ``.npy`` file each."""
+
+    image_id: NDArray[np.int32]
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    def take(self, rows: NDArray[np.integer]) -> Self:
+        return type(self)(*(np.asarray(getattr(self, f.name))[rows]
+                            for f in fields(self)))  # type: ignore[arg-type]
+
+    @classmethod
+    def concatenate(cls, tables: list[Self]) -> Self:
+        if not tables:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(t, f.name) for t in tables])
+                     for f in fields(cls)))  # type: ignore[arg-type]
+
+    @classmethod
+    def empty(cls) -> Self:
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(exist_ok=True)
+        for f in fields(self):  # type: ignore[arg-type]
+            np.save(folder / f"{f.name}.npy", np.ascontiguousarray(getattr(self, f.name)))
+
+    @classmethod
+    def load(cls, folder: Path, *, mmap: bool = False) -> Self:
+        return cls(*(np.load(folder / f"{f.name}.npy", mmap_mode="r" if mmap else None)
+                     for f in fields(cls)))  # type: ignore[arg-type]
+
+
 @dataclass
-class FaceTable:
+class FaceTable(_Columns):
+    """The embedded faces: row i is vector i of the FAISS index."""
+
     image_id: NDArray[np.int32]
     face_id: NDArray[np.int64]
     bbox: NDArray[np.float32]
@@ -189,28 +229,18 @@ class FaceTable:
         return cls(np.empty(0, np.int32), np.empty(0, np.int64), np.empty((0, 4), np.float32),
                    np.empty((0, 5, 2), np.float32), np.empty(0, np.float32))
 
-    def __len__(self) -> int:
-        return len(self.image_id)
 
-    def take(self, rows: NDArray[np.integer]) -> FaceTable:
-        return FaceTable(*(np.asarray(getattr(self, f.name))[rows] for f in fields(self)))
+@dataclass
+class BoxTable(_Columns):
+    """Faces found but too small to embed: never searched, but blurred in every image the
+    service sends, like every face but the one that matched."""
 
-    @classmethod
-    def concatenate(cls, tables: list[FaceTable]) -> FaceTable:
-        if not tables:
-            return cls.empty()
-        return cls(*(np.concatenate([getattr(t, f.name) for t in tables])
-                     for f in fields(cls)))
-
-    def save(self, folder: Path) -> None:
-        folder.mkdir(exist_ok=True)
-        for f in fields(self):
-            np.save(folder / f"{f.name}.npy", np.ascontiguousarray(getattr(self, f.name)))
+    image_id: NDArray[np.int32]
+    bbox: NDArray[np.float32]
 
     @classmethod
-    def load(cls, folder: Path, *, mmap: bool = False) -> FaceTable:
-        return cls(*(np.load(folder / f"{f.name}.npy", mmap_mode="r" if mmap else None)
-                     for f in fields(cls)))
+    def empty(cls) -> BoxTable:
+        return cls(np.empty(0, np.int32), np.empty((0, 4), np.float32))
 
 
 def build_faiss(vectors: NDArray[np.float32], dimension: int) -> faiss.Index:
@@ -247,6 +277,7 @@ def write_index_files(
     *,
     vectors: NDArray[np.float32],
     faces: FaceTable,
+    small_faces: BoxTable,
     images: pa.Table,
     manifest: dict[str, Any],
 ) -> None:
@@ -255,6 +286,7 @@ def write_index_files(
     dimension = int(manifest["embedding"]["dimension"])
     faiss.write_index(build_faiss(vectors, dimension), str(folder / FAISS_FILE))
     faces.save(folder / FACES_DIR)
+    small_faces.save(folder / SMALL_FACES_DIR)
     write_image_table(folder / IMAGES_FILE, images)
     with open(folder / MANIFEST, "w", encoding="utf-8") as stream:
         json.dump(manifest, stream, indent=2)

@@ -154,6 +154,11 @@ class FaceEngine:
 
     def detect(self, image: DecodedImage) -> list[DetectedFace]:
         """Every face in the photo, best score first, smaller than ``min_face`` dropped."""
+        return [f for f in self.detect_all(image) if f.short_side >= self.detection.min_face]
+
+    def detect_all(self, image: DecodedImage) -> list[DetectedFace]:
+        """Every face the detector finds, best score first, however small: the small ones are
+        not embedded, but the service blurs them too."""
         bgr = np.ascontiguousarray(image.pixels[:, :, ::-1])
         height, width = bgr.shape[:2]
         boxes, landmarks = self._detector.detect(
@@ -172,8 +177,7 @@ class FaceEngine:
                 score=float(box[4]),
                 landmarks=(points / image.scale).astype(np.float32),
             )
-            if face.short_side >= self.detection.min_face:
-                faces.append(face)
+            faces.append(face)
         return faces
 
     def align(self, image: DecodedImage, faces: Sequence[DetectedFace]) -> list[NDArray[np.uint8]]:

@@ -296,3 +296,21 @@ def test_enrich_joins_yfcc100m_on_the_photo_id_from_the_url(
                         enrich={"yfcc100m": yfcc})
     assert again.enrichment["yfcc100m"]["needed"] == 0
     assert next(r for r in FaceIndex(out).images if r.ref == "yao.jpg").uploader_id
+
+
+def test_faces_too_small_to_embed_are_kept_for_blurring(engine: FaceEngine,
+                                                        tmp_path: Path) -> None:
+    # The team photo reduced so that some faces fall under --min-face: they are not embedded
+    # (not searchable), but their boxes are in the index so the service can blur them.
+    root = tmp_path / "photos"
+    root.mkdir()
+    team = Image.open(vectron_image("players.jpg")).convert("RGB")
+    team.resize((team.width // 3, team.height // 3)).save(root / "team_small.jpg", quality=95)
+    summary = build_index(root, tmp_path / "index", engine)
+    index = FaceIndex(tmp_path / "index")
+    assert summary.small_faces == len(index.small_faces) > 0
+    assert index.manifest["counts"]["small_faces"] == summary.small_faces
+    small_sides = np.minimum(index.small_faces.bbox[:, 2] - index.small_faces.bbox[:, 0],
+                             index.small_faces.bbox[:, 3] - index.small_faces.bbox[:, 1])
+    assert (small_sides < engine.detection.min_face).all()
+    assert set(index.small_faces.image_id.tolist()) == {0}
