@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +30,14 @@ from faceaudit.errors import FaceAuditError
 from faceaudit.imaging import DEFAULT_MAX_PIXELS
 from faceaudit.indexer.enrich import ENRICHMENTS, enrich_images
 from faceaudit.indexer.lock import build_lock
-from faceaudit.indexer.merge import Parts, concatenate, load_index_parts, load_shards, select
+from faceaudit.indexer.merge import (
+    Parts,
+    concatenate,
+    load_index_parts,
+    load_shards,
+    select,
+    without_faces,
+)
 from faceaudit.indexer.pipeline import StageTimes, process_items
 from faceaudit.indexer.publish import publish
 from faceaudit.indexer.readers import open_source
@@ -68,6 +75,7 @@ class BuildSummary:
     processed: int = 0  # images read, decoded and run through the models in this run
     reused_images: int = 0  # unchanged since the previous index or an interrupted build
     removed_images: int = 0  # in the previous index, gone from the source
+    removed_faces: int = 0  # left out because their removal was requested
     duplicates: int = 0  # items whose key another item of the source already had
     seconds: float = 0.0
     stages: StageTimes = field(default_factory=StageTimes)
@@ -158,6 +166,7 @@ def build_index(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     fresh: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
+    removed_face_ids: Collection[int] = frozenset(),
 ) -> BuildSummary:
     """Index every image of ``source`` (a reader, or a path for ``open_source``) into ``out``
     and publish it atomically.
@@ -166,6 +175,8 @@ def build_index(
     folder's name). ``enrich`` maps an enrichment (``yfcc100m``) to its metadata file.
     ``progress(done, total)`` is called after each image (``total`` None when the source
     cannot say in advance). ``fresh`` ignores an interrupted build and the previous index.
+    ``removed_face_ids``: faces whose removal was requested: left out of the searchable index
+    (their boxes are kept with the small faces, so that they are blurred like bystanders).
     """
     started = time.perf_counter()
     if isinstance(source, Path):
@@ -182,7 +193,8 @@ def build_index(
     out.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(out):
         summary = _build_locked(source, out, engine, dataset, enrich or {}, workers,
-                                inference_workers, shard_size, max_pixels, fresh, progress)
+                                inference_workers, shard_size, max_pixels, fresh, progress,
+                                removed_face_ids)
     summary.seconds = time.perf_counter() - started
     log.info("stage seconds: %s", summary.stages.as_dict())
     return summary
@@ -191,7 +203,8 @@ def build_index(
 def _build_locked(source: Source, out: Path, engine: FaceEngine, dataset: str,
                   enrich: Mapping[str, Path], workers: int, inference_workers: int | None,
                   shard_size: int, max_pixels: int, fresh: bool,
-                  progress: Callable[[int, int | None], None] | None) -> BuildSummary:
+                  progress: Callable[[int, int | None], None] | None,
+                  removed_face_ids: Collection[int]) -> BuildSummary:
     settings = _settings(engine, source, dataset)
     staging = _staging_folder(out)
     shards = _prepare_staging(staging, settings, fresh)
@@ -235,6 +248,7 @@ def _build_locked(source: Source, out: Path, engine: FaceEngine, dataset: str,
     writer.flush()
     summary.removed_images = sum(1 for key in previous if key not in live)
     merged = _merge(staging, out, engine.dimension, live, bool(previous))
+    merged, summary.removed_faces = without_faces(merged, removed_face_ids)
     merged_images, summary.enrichment = enrich_images(merged.images, enrich)
     merged = Parts(merged_images, merged.faces, merged.vectors, merged.small_faces)
     _count(merged, summary)
@@ -315,6 +329,7 @@ def _manifest(engine: FaceEngine, source: Source, dataset: str,
             "failed": summary.failed,
             "faces": summary.faces,
             "small_faces": summary.small_faces,
+            "removed_faces": summary.removed_faces,
         },
         "failure_reasons": dict(summary.failure_reasons.most_common(50)),
     }

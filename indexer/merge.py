@@ -4,6 +4,7 @@ replaces, into one table sorted by key, with their faces and vectors in the same
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,25 @@ def select(parts: Parts, rows: NDArray[np.int64]) -> Parts:
     small = parts.small_faces.take(small_kept)
     small.image_id = small_image.astype(np.int32)
     return Parts(parts.images.take(pa.array(rows)), faces, parts.vectors[kept], small)
+
+
+def without_faces(parts: Parts, face_ids: Collection[int]) -> tuple[Parts, int]:
+    """``parts`` with the faces of ``face_ids`` taken out of the searchable faces and kept as
+    boxes only (so that they are still blurred); and how many were taken out."""
+    if not face_ids or not len(parts.faces):
+        return parts, 0
+    removed = np.isin(np.asarray(parts.faces.face_id),
+                      np.fromiter(face_ids, np.int64, len(face_ids)))
+    if not removed.any():
+        return parts, 0
+    kept = np.flatnonzero(~removed)
+    gone = parts.faces.take(np.flatnonzero(removed))
+    small = BoxTable.concatenate([parts.small_faces, BoxTable(gone.image_id, gone.bbox)])
+    order = np.argsort(small.image_id, kind="stable")
+    images = parts.images
+    counts = np.bincount(np.asarray(parts.faces.image_id)[kept],
+                         minlength=images.num_rows).astype(np.int32)
+    images = images.set_column(images.schema.get_field_index("faces"), "faces",
+                               pa.array(counts, pa.int32()))
+    return Parts(images, parts.faces.take(kept), parts.vectors[kept], small.take(order)), \
+        int(removed.sum())

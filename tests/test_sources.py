@@ -314,3 +314,24 @@ def test_faces_too_small_to_embed_are_kept_for_blurring(engine: FaceEngine,
                              index.small_faces.bbox[:, 3] - index.small_faces.bbox[:, 1])
     assert (small_sides < engine.detection.min_face).all()
     assert set(index.small_faces.image_id.tolist()) == {0}
+
+
+def test_faces_whose_removal_was_asked_are_left_out_of_the_next_build(
+        three_photos: Path, engine: FaceEngine, tmp_path: Path) -> None:
+    from faceaudit.imaging import decode_image
+    from faceaudit.indexer.search import search_selfie
+
+    out = tmp_path / "index"
+    build_index(three_photos, out, engine)
+    before = FaceIndex(out)
+    selfie = decode_image(vectron_image("yaoming.jpg"))
+    found = search_selfie(engine, before, selfie)
+    assert [m.image for m in found] == ["yao.jpg"]
+    summary = build_index(three_photos, out, engine, removed_face_ids={found[0].face_id})
+    after = FaceIndex(out)
+    assert summary.removed_faces == 1 and after.size == before.size - 1
+    assert search_selfie(engine, after, selfie) == []
+    # Still blurred wherever the photo is shown: its box is kept with the small faces.
+    yao_id = next(i for i, r in enumerate(after.images) if r.ref == "yao.jpg")
+    assert yao_id in after.small_faces.image_id.tolist()
+    assert after.images[yao_id].faces == 0
