@@ -38,11 +38,23 @@ def publish(staged: Path, destination: Path) -> None:
     """
     if not destination.exists():
         os.rename(staged, destination)
+        _sync_folder(destination.parent)
         return
     if _exchange(staged, destination):
+        _sync_folder(destination.parent)
         shutil.rmtree(staged)  # now holds the old index
         return
     retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")
     os.rename(destination, retired)
     os.rename(staged, destination)
+    _sync_folder(destination.parent)
     shutil.rmtree(retired)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (the rename itself is atomic, not durable)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -335,3 +335,31 @@ def test_faces_whose_removal_was_asked_are_left_out_of_the_next_build(
     yao_id = next(i for i, r in enumerate(after.images) if r.ref == "yao.jpg")
     assert yao_id in after.small_faces.image_id.tolist()
     assert after.images[yao_id].faces == 0
+
+
+def test_the_index_is_flushed_to_disk_before_it_is_published(
+        three_photos: Path, engine: FaceEngine, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import faceaudit.indexer.build as build_module
+    import faceaudit.indexer.store as store_module
+
+    events: list[str] = []
+    real_fsync, real_publish = os.fsync, build_module.publish
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def publish(staged: Path, destination: Path) -> None:
+        events.append("publish")
+        real_publish(staged, destination)
+
+    monkeypatch.setattr(store_module.os, "fsync", fsync)
+    monkeypatch.setattr(build_module, "publish", publish)
+    build_index(three_photos, tmp_path / "index", engine)
+    published = events.index("publish")
+    flushed = {Path(e.split(" ", 1)[1]).name for e in events[:published] if e.startswith("fsync")}
+    assert {"manifest.json", "faces.faiss", "images.parquet", "face_id.npy"} <= flushed
+    assert ".index.publish" in flushed  # the folder itself
