@@ -9,6 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
+from faceaudit.indexer.store import fsync_dir
+
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
@@ -38,23 +40,15 @@ def publish(staged: Path, destination: Path) -> None:
     """
     if not destination.exists():
         os.rename(staged, destination)
-        _sync_folder(destination.parent)
+        fsync_dir(destination.parent)  # the rename is atomic; this makes it durable
         return
     if _exchange(staged, destination):
-        _sync_folder(destination.parent)
+        fsync_dir(destination.parent)  # the rename is atomic; this makes it durable
         shutil.rmtree(staged)  # now holds the old index
         return
     retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")
     os.rename(destination, retired)
     os.rename(staged, destination)
-    _sync_folder(destination.parent)
+    fsync_dir(destination.parent)  # the rename is atomic; this makes it durable
     shutil.rmtree(retired)
 
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (the rename itself is atomic, not durable)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
