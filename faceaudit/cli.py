@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from faceaudit import __version__
+from faceaudit.cli_removals import app as removals_app
 from faceaudit.errors import FaceAuditError
 from faceaudit.models.engine import DetectionSettings
 
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(removals_app, name="removals")
 
 ModelsOption = Annotated[
     str | None,
@@ -190,10 +192,15 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     models: ModelsOption = None,
     device: DeviceOption = "auto",
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", envvar="FACEAUDIT_STATE_DIR",
+        help="The service's state folder: leave out the faces removal requests named.")
+    ] = None,
 ) -> None:
     """List the indexed photos in which the person of SELFIE appears, best first."""
     from faceaudit.imaging import decode_image
     from faceaudit.indexer.search import FaceIndex, search_selfie
+    from faceaudit.removals import suppressed_faces, visible, widen
     from faceaudit.results import search_response
 
     try:
@@ -201,7 +208,10 @@ def search(
         engine = _engine(models, device)
         threshold = engine.calibration.threshold if threshold is None else threshold
         image = decode_image(selfie)
-        matches = search_selfie(engine, face_index, image, threshold=threshold, top=top)
+        hidden = (suppressed_faces(state_dir, face_index.dataset) if state_dir is not None
+                  else frozenset())
+        matches = visible(search_selfie(engine, face_index, image, threshold=threshold,
+                                        top=widen(top, hidden)), hidden, top)
     except FaceAuditError as error:
         raise _fail(error) from error
     response = search_response(face_index, matches, threshold, engine.calibration)

@@ -1,26 +1,68 @@
-"""The search result as one JSON-ready object, shared by `search --json` and the HTTP API."""
+"""The search result as one JSON-ready object, shared by `search --json` and the HTTP API, and
+the limits every search is held to (no browsing)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from faceaudit.errors import FaceAuditError
 from faceaudit.indexer.search import FaceIndex, Match
-from faceaudit.models.calibration import Calibration
+from faceaudit.models.calibration import MEANING, Calibration
 
 # Wide enough for the page's strictness slider (0.20 to 0.90).
 GUIDE_THRESHOLDS = [round(0.20 + 0.05 * i, 2) for i in range(15)]
+# The most photos one search returns. A person is rarely in more than a few dozen photos of a
+# dataset (12 of LFW's 5,749 people have 50 or more), and whoever has more can ask for these
+# to be removed and search again (removed photos are not shown again); while a search that
+# is not of its sender (someone else's photo, a crowd) gets no more than this.
+MAX_RESULTS = 50
+
+
+class SearchRefused(FaceAuditError):
+    """A search asked for what faceaudit does not run: a threshold below the index's floor or
+    more photos than the cap. The message says what to ask for instead."""
+
+    code = "search_refused"
+
+
+def check_search(calibration: Calibration, index_faces: int, threshold: float, top: int | None,
+                 *, max_expected: float, max_results: int) -> None:
+    """Raise SearchRefused when ``threshold`` is below ``calibration.min_threshold`` for an
+    index of this size (more than ``max_expected`` strangers per search expected) or ``top``
+    is over ``max_results``."""
+    floor = calibration.min_threshold(index_faces, max_expected)
+    if threshold < floor:
+        expected = calibration.expected_false_matches(threshold, index_faces)
+        why = ("the model pack is not calibrated, so nothing says how many strangers a lower "
+               "one shows" if expected is None else
+               f"about {expected:.3g} faces of other people per search are expected at "
+               f"{threshold:g} in an index of {index_faces:,} faces, more than {max_expected:g}")
+        raise SearchRefused(f"threshold {threshold:g} is below this index's floor {floor:g}: "
+                            f"{why}. Use a threshold of at least {floor:g}.")
+    if top is not None and top > max_results:
+        raise SearchRefused(f"top {top} is over the {max_results} photos a search returns at "
+                            "most.")
 
 
 def search_response(index: FaceIndex, matches: list[Match], threshold: float,
-                    calibration: Calibration, default_threshold: float | None = None
+                    calibration: Calibration, default_threshold: float | None = None, *,
+                    min_threshold: float | None = None, threshold_requested: float | None = None
                     ) -> dict[str, Any]:
     """``expected_false_matches``: how many faces of other people an index of this size is
     expected to return at this threshold (index faces x the pack's calibrated false-match
-    rate); null for an uncalibrated pack. ``strength`` per match: "strong" or "possible".
-    ``default_threshold``: what a search naming none uses (default: the calibrated one)."""
+    rate); null for an uncalibrated pack. Per match, ``strength`` ("strong" or "possible")
+    and its ``meaning`` in plain words. ``default_threshold``: what a search naming none
+    uses (default: the pack's operating threshold at this index's size); ``min_threshold``:
+    the lowest one a search may use (default: the pack's, for one stranger per search);
+    ``threshold_requested``: what the search asked for, when it named one
+    (``threshold_clamped`` says whether it was raised to ``threshold``)."""
     return {
         "faces_in_selfie": 1,
         "threshold": threshold,
+        "threshold_requested": threshold_requested,
+        "threshold_clamped": threshold_requested is not None and threshold_requested < threshold,
+        "min_threshold": (calibration.min_threshold(index.size) if min_threshold is None
+                          else min_threshold),
         "model_pack": index.model_pack,
         "index_size": index.size,
         "index_images": len(index.images),
@@ -28,14 +70,14 @@ def search_response(index: FaceIndex, matches: list[Match], threshold: float,
         "expected_false_matches": calibration.guide(index.size, [threshold])[0][
             "expected_false_matches"],
         "calibrated": calibration.calibrated,
-        "default_threshold": (calibration.threshold if default_threshold is None
-                              else default_threshold),
+        "default_threshold": (calibration.operating_threshold(index.size)
+                              if default_threshold is None else default_threshold),
         "threshold_guide": calibration.guide(index.size, GUIDE_THRESHOLDS),
-        "matches": [
-            {"image": m.image, "image_key": m.record.key, "face_id": str(m.face_id),
-             "score": m.score, "bbox": list(m.bbox),
-             "strength": calibration.strength(m.score, index.size),
-             "provenance": m.record.provenance()}
-            for m in matches
-        ],
+        "matches": [_match(m, calibration.strength(m.score, index.size)) for m in matches],
     }
+
+
+def _match(match: Match, strength: str) -> dict[str, Any]:
+    return {"image": match.image, "image_key": match.record.key, "face_id": str(match.face_id),
+            "score": match.score, "bbox": list(match.bbox), "strength": strength,
+            "meaning": MEANING[strength], "provenance": match.record.provenance()}

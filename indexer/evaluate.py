@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 SWEEP = np.round(np.arange(0.20, 0.70 + 1e-9, 0.025), 3)
 # Wider, for calibration: the false-match-rate curve must reach the scores of strong matches.
 CALIBRATION_SWEEP = np.round(np.arange(0.10, 0.90 + 1e-9, 0.025), 3)
+# Finer, for fitting the tail of the impostor scores (faceaudit.models.calibration.fit_tail).
+TAIL_GRID = np.round(np.arange(0.0, 1.0 + 1e-9, 0.005), 3)
 FAR_LEVELS = (1e-2, 1e-3)
 MAX_FPIR = 0.01
 NO_FACE_SCORE = -1.0
@@ -166,6 +168,7 @@ class ImpostorReport:
     sampled: bool
     max_score: float
     fmr: list[dict[str, float]]  # {"threshold", "fmr"} per sweep threshold
+    counts_above: list[dict[str, float]]  # {"threshold", "count"} per TAIL_GRID threshold
 
 
 @dataclass(frozen=True)
@@ -276,6 +279,7 @@ def impostor_fmr(dataset: Dataset, extracted: Mapping[str, ExtractedFaces],
     vectors = np.array(rows, np.float32)
     identity = np.array(owners, np.int64)
     counts = np.zeros(len(thresholds), np.int64)
+    tail_counts = np.zeros(len(TAIL_GRID), np.int64)
     comparisons, max_score = 0, float("nan")
     for start in range(0, len(vectors), IMPOSTOR_BLOCK):
         stop = min(start + IMPOSTOR_BLOCK, len(vectors))
@@ -285,6 +289,7 @@ def impostor_fmr(dataset: Dataset, extracted: Mapping[str, ExtractedFaces],
         impostor = (column > row) & (identity[start:stop, None] != identity[None, start:])
         scores = similarity[impostor]
         counts += metrics.count_above(scores, thresholds)
+        tail_counts += metrics.count_above(scores, TAIL_GRID)
         comparisons += len(scores)
         if len(scores):
             max_score = float(np.nanmax([max_score, scores.max()]))
@@ -293,6 +298,8 @@ def impostor_fmr(dataset: Dataset, extracted: Mapping[str, ExtractedFaces],
         faces=len(vectors), comparisons=comparisons, sampled=sampled, max_score=max_score,
         fmr=[{"threshold": float(t), "fmr": float(f)} for t, f in zip(thresholds, fmr,
                                                                        strict=True)],
+        counts_above=[{"threshold": float(t), "count": int(n)}
+                      for t, n in zip(TAIL_GRID, tail_counts, strict=True)],
     )
 
 

@@ -143,6 +143,21 @@ class FaceIndex:
                                  int(self.faces.face_id[face_id]), self.images[image_id]))
         return matches
 
+    def other_face_boxes(self, image_id: int, face: int) -> NDArray[np.float32]:
+        """Boxes (n x 4, upright full-size pixels) of every face found in the photo
+        ``image_id`` but the indexed face at row ``face``: embedded faces and those too small
+        to embed alike, the faces to blur in any image of it that shows ``face``. Both tables
+        are sorted by image id: two binary searches each, whatever the index's size."""
+        def rows(image_ids: NDArray[np.integer]) -> slice:
+            return slice(int(np.searchsorted(image_ids, image_id, side="left")),
+                         int(np.searchsorted(image_ids, image_id, side="right")))
+
+        faces, small = rows(self.faces.image_id), rows(self.small_faces.image_id)
+        embedded = np.asarray(self.faces.bbox[faces])
+        if faces.start <= face < faces.stop:
+            embedded = np.delete(embedded, face - faces.start, axis=0)
+        return np.concatenate([embedded, self.small_faces.bbox[small]]).astype(np.float32)
+
 
 def selfie_face(engine: FaceEngine, selfie: DecodedImage) -> DetectedFace:
     """The one face of a selfie; NoFaceFound / MultipleFaces otherwise."""

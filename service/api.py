@@ -3,29 +3,38 @@ found."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
+from faceaudit.errors import MultipleFaces, NoFaceFound
 from faceaudit.imaging import decode_image
-from faceaudit.indexer.search import Match
-from faceaudit.indexer.store import ImageRecord
+from faceaudit.indexer.search import FaceIndex, Match
 from faceaudit.results import GUIDE_THRESHOLDS, search_response
 from faceaudit.service.deps import IndexDep, Services, ServicesDep, check_rate_limit
 from faceaudit.service.errors import ERROR_RESPONSES, ErrorResponse, InvalidParameter
 from faceaudit.service.schemas import Health, Info, SearchResult
 from faceaudit.service.thumbnails import (
     FACE_SIZE,
-    ThumbnailNotFound,
     ThumbnailTokens,
+    View,
+    linked_face,
     photo_bytes,
     render_face,
     render_thumbnail,
 )
-from faceaudit.service.uploads import Part, file_field, read_multipart
+from faceaudit.service.uploads import (
+    Part,
+    UploadRejected,
+    discard_rest,
+    file_field,
+    read_multipart,
+)
 
 router = APIRouter()
 
@@ -130,12 +139,7 @@ async def search(
     written to disk nor logged.
     """
     settings = services.settings
-    form = await read_multipart(
-        request.stream(),
-        content_type=request.headers.get("content-type"),
-        content_length=request.headers.get("content-length"),
-        max_bytes=settings.max_upload_bytes + FORM_OVERHEAD,
-    )
+    form = await _read_form(request, settings.max_upload_bytes + FORM_OVERHEAD)
     selfie = file_field(form, SELFIE_FIELD, settings.max_upload_bytes)
     options = search_options(form, services, threshold, top)
     decoded = await run_in_threadpool(decode_image, selfie,
@@ -143,18 +147,43 @@ async def search(
                                       max_side=settings.selfie_max_side)
     del form, selfie  # the upload's bytes need not wait for the engine lock with us
     published = services.published  # one index for the whole request, even across a reload
-    matches = await services.search(published.index, decoded, options.threshold, options.top)
+    try:
+        matches = await services.search(published.index, decoded, options.threshold,
+                                         options.top)
+    except (NoFaceFound, MultipleFaces) as error:
+        await services.log_search(published.index, options.threshold, results=0,
+                                  faces=getattr(error, "count", 0), outcome=error.code)
+        raise
     result = search_response(published.index, matches, options.threshold,
                              services.engine.calibration, default_threshold(services))
     for out, match in zip(result["matches"], matches, strict=True):
         out.update(_photo_fields(request, published.tokens, match))
+        out["match_id"] = (services.match_ids.issue(published.index, match)
+                           if services.match_ids is not None else None)
+    await services.log_search(published.index, options.threshold, faces=1,
+                              results=len(result["matches"]))
     response.headers["Cache-Control"] = "no-store"
     return result
 
 
+async def _read_form(request: Request, max_bytes: int) -> dict[str, Part]:
+    """The multipart form, in memory. A refused upload is read to its end (within a bound)
+    before the refusal is sent, so that the client can read it (see uploads.discard_rest)."""
+    body = request.stream()
+    content_length = request.headers.get("content-length")
+    try:
+        return await read_multipart(body, content_type=request.headers.get("content-type"),
+                                    content_length=content_length, max_bytes=max_bytes)
+    except UploadRejected:
+        with contextlib.suppress(ClientDisconnect):
+            await discard_rest(body, content_length=content_length)
+        raise
+
+
 def _photo_fields(request: Request, tokens: ThumbnailTokens, match: Match) -> dict[str, Any]:
-    photo = tokens.issue(match.image_id)
-    face = tokens.issue(match.image_id, match.face)
+    # Both links name the matched face: it is the only face either image shows unblurred.
+    photo = tokens.issue(View.PHOTO, match.image_id, match.face)
+    face = tokens.issue(View.CLOSE_UP, match.image_id, match.face)
     return {
         "thumbnail": request.url_for("thumbnail", token=photo).path,
         "face_thumbnail": request.url_for("face_thumbnail", token=face).path,
@@ -173,14 +202,12 @@ def _photo_fields(request: Request, tokens: ThumbnailTokens, match: Match) -> di
     },
 )
 async def thumbnail(token: str, services: ServicesDep) -> Response:
-    """A thumbnail of a photo found by a search, through the link the search returned."""
+    """A thumbnail of a photo found by a search, through the link the search returned, every
+    face but the matched one blurred."""
     published = services.published
-    image_id = published.tokens.verify(token)
-    if image_id >= len(published.index.images):
-        raise ThumbnailNotFound("This thumbnail link is not for a photo of this index.")
-    record = published.index.images[image_id]
-    data = await run_in_threadpool(_thumbnail, services.photos_root, record,
-                                   services.settings.thumbnail_size)
+    image_id, face = published.tokens.verify(View.PHOTO, token)
+    data = await run_in_threadpool(_thumbnail, services.photos_root, published.index, image_id,
+                                   face, services.settings.thumbnail_size)
     return Response(data, media_type="image/jpeg", headers={
         "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
     })
@@ -199,24 +226,25 @@ async def thumbnail(token: str, services: ServicesDep) -> Response:
 )
 async def face_thumbnail(token: str, services: ServicesDep) -> Response:
     """A close-up of the face that matched, through the link the search returned: in a group
-    photo the face is too small in the thumbnail to tell who it is."""
+    photo the face is too small in the thumbnail to tell who it is. Neighbouring faces that
+    reach into it are blurred."""
     published = services.published
-    image_id, face_id = published.tokens.verify_face(token)
-    index = published.index
-    if face_id >= index.size or int(index.faces.image_id[face_id]) != image_id:
-        raise ThumbnailNotFound("This face link is not for a face of this index.")
-    record = index.images[image_id]
-    bbox = [float(v) for v in index.faces.bbox[face_id]]
-    data = await run_in_threadpool(_face, services.photos_root, record, bbox)
+    image_id, face = published.tokens.verify(View.CLOSE_UP, token)
+    data = await run_in_threadpool(_face, services.photos_root, published.index, image_id, face)
     return Response(data, media_type="image/jpeg", headers={
         "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
     })
 
 
-def _thumbnail(root: Path, record: ImageRecord, size: int) -> bytes:
-    return render_thumbnail(photo_bytes(root, record), record.ref, size)
+def _thumbnail(root: Path, index: FaceIndex, image_id: int, face: int, size: int) -> bytes:
+    linked = linked_face(index, image_id, face)
+    return render_thumbnail(photo_bytes(root, linked.record), linked.record.ref, size,
+                            keep=linked.bbox, others=linked.others)
 
 
-def _face(root: Path, record: ImageRecord, bbox: list[float]) -> bytes:
+def _face(root: Path, index: FaceIndex, image_id: int, face: int) -> bytes:
+    linked = linked_face(index, image_id, face)
+    record = linked.record
     known = (record.width, record.height) if record.width and record.height else None
-    return render_face(photo_bytes(root, record), record.ref, bbox, known)
+    return render_face(photo_bytes(root, record), record.ref, linked.bbox, known,
+                       others=linked.others)

@@ -8,25 +8,37 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from faceaudit import __version__
 from faceaudit.models.engine import FaceEngine
 from faceaudit.service.api import router
 from faceaudit.service.deps import load_services
 from faceaudit.service.errors import install_error_handlers
+from faceaudit.service.removals import router as removals_router
 from faceaudit.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+# Swagger UI's own files, from the installed swagger-ui-bundle-v2 package: FastAPI's default
+# /docs loads them from a CDN, and is a blank page without internet.
+DOCS_ASSETS = Path(str(swagger_ui_path))
 # The page loads nothing from elsewhere and runs no inline script; the selfie preview is a
-# blob: URL. /docs is left out of it (Swagger UI comes from a CDN).
+# blob: URL; removal letters are downloaded as blob: URLs too.
 PAGE_POLICY = (
     "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
+)
+# /docs: Swagger UI starts from an inline script and styles itself inline and with data: icons;
+# nothing from another origin.
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
 
@@ -73,10 +85,33 @@ def create_app(settings: ServiceSettings, *, engine: FaceEngine | None = None) -
         description="Find the photos of an indexed dataset in which a person appears, from one "
         "selfie. The selfie is processed in memory and never stored.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files
+        redoc_url=None,  # ReDoc too loads from a CDN; one offline viewer is enough
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(removals_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        html = get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="faceaudit: HTTP API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+            # No validator badge: it would send the API description to validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        html.headers["Content-Security-Policy"] = DOCS_POLICY
+        return html
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

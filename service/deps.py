@@ -18,6 +18,7 @@ from faceaudit.indexer.search import FaceIndex, Match, search_selfie
 from faceaudit.indexer.store import MANIFEST
 from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import resolve_pack
+from faceaudit.removals import MatchIds, RemovalStore, open_service_state, visible, widen
 from faceaudit.service.errors import ServiceNotReady
 from faceaudit.service.ratelimit import SearchRateLimit
 from faceaudit.service.settings import ServiceSettings
@@ -53,6 +54,10 @@ class Services:
     engine: FaceEngine
     published: Published
     rate_limit: SearchRateLimit | None
+    daily_limit: SearchRateLimit | None = None
+    # Removal requests, suppressed faces and the search audit log; None without a state_dir.
+    removals: RemovalStore | None = None
+    match_ids: MatchIds | None = None
     # The engine is not thread-safe. An async lock (rather than a threading one) makes queued
     # searches wait on the event loop instead of each holding a worker thread.
     engine_lock: anyio.Lock = field(default_factory=anyio.Lock)
@@ -73,10 +78,24 @@ class Services:
 
     async def search(self, index: FaceIndex, selfie: DecodedImage, threshold: float,
                      top: int) -> list[Match]:
+        """The selfie's matches, without the faces that removal requests named."""
+        suppressed: frozenset[tuple[str, int]] = frozenset()
+        if self.removals is not None:
+            suppressed = await run_in_threadpool(self.removals.suppressed, index.dataset)
         async with self.engine_lock:
-            return await run_in_threadpool(
-                search_selfie, self.engine, index, selfie, threshold=threshold, top=top
+            matches = await run_in_threadpool(
+                search_selfie, self.engine, index, selfie, threshold=threshold,
+                top=widen(top, suppressed)
             )
+        return visible(matches, suppressed, top)
+
+    async def log_search(self, index: FaceIndex, threshold: float, *, faces: int, results: int,
+                         outcome: str = "ok") -> None:
+        """A row of the search audit log (counts only), when the service has a state_dir."""
+        if self.removals is not None:
+            await run_in_threadpool(self.removals.log_search, dataset=index.dataset,
+                                    faces_in_selfie=faces, results=results,
+                                    threshold=threshold, outcome=outcome)
 
     async def refresh(self) -> None:
         """Serve a newly published index without a restart: at most every
@@ -115,12 +134,18 @@ def load_services(settings: ServiceSettings, engine: FaceEngine | None = None) -
         engine = FaceEngine(resolve_pack(settings.models), device=settings.device,
                             threads=settings.threads)
     index.check_engine(engine)
+    removals, match_ids = (open_service_state(settings.state_dir, settings.index,
+                                              settings.thumbnail_ttl)
+                           if settings.state_dir is not None else (None, None))
     services = Services(
         settings=settings,
         engine=engine,
         published=Published(index, ThumbnailTokens(settings.thumbnail_ttl),
                             manifest_stamp(settings.index)),
         rate_limit=SearchRateLimit(settings.rate_limit) if settings.rate_limit else None,
+        daily_limit=SearchRateLimit(settings.daily_limit) if settings.daily_limit else None,
+        removals=removals,
+        match_ids=match_ids,
     )
     if not services.photos_root.is_dir():
         log.warning("the dataset folder %s does not exist: thumbnails will be missing",
@@ -149,5 +174,7 @@ IndexDep = Annotated[FaceIndex, Depends(get_index)]
 
 
 def check_rate_limit(request: Request, services: ServicesDep) -> None:
-    if services.rate_limit is not None:
-        services.rate_limit.hit(request.client.host if request.client else "unknown")
+    client = request.client.host if request.client else "unknown"
+    for limit in (services.rate_limit, services.daily_limit):
+        if limit is not None:
+            limit.hit(client)

@@ -1,4 +1,5 @@
-"""A per-client limit on searches, so the service cannot be used to scan many faces quickly."""
+"""Per-client limits on searches (per minute and per day), so the service cannot be used to
+scan many faces quickly, nor slowly one day after another."""
 
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ class SearchRateLimit:
         retry_after = max(1, math.ceil(reset - time.time()))
         raise RateLimited(
             f"Too many searches from your address (the limit is {self.item}): try again in "
-            f"{retry_after} seconds.",
+            f"{_wait(retry_after)}.",
             retry_after=retry_after,
         )
+
+
+def _wait(seconds: int) -> str:
+    """A wait in words: a per-day limit's wait is hours, not 50,000 seconds."""
+    if seconds < 120:
+        return f"{seconds} seconds"
+    if seconds < 2 * 3600:
+        return f"{math.ceil(seconds / 60)} minutes"
+    return f"{math.ceil(seconds / 3600)} hours"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from faceaudit.models.sessions import Device
@@ -27,5 +28,14 @@ class ServiceSettings(BaseSettings):
     selfie_max_side: int = 2048
     thumbnail_ttl: int = 3600  # seconds a thumbnail link from a search result stays valid
     rate_limit: str | None = "30/minute"  # searches per client address (`limits` syntax); None: off
+    daily_limit: str | None = "200/day"  # the same, per day, beside rate_limit; None: off
+    # Removal requests and the search audit log (SQLite), outside the index folder. None: no
+    # removal requests, no audit log, and search results carry no match_id.
+    state_dir: Path | None = None
+    # The maintainers' address per dataset name (JSON object in the environment), for the
+    # letter's mailto: link.
+    dataset_contacts: dict[str, str] = {}
+    # Bearer token of the admin routes (/api/admin/...); None: they answer 404.
+    admin_token: SecretStr | None = None
     # Seconds between checks for a newly published index at `index` (None: never reload).
     reload_interval: float | None = 5.0

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 MAX_PARTS = 8  # a selfie and a couple of small fields; no form of ours sends more
 MAX_HEADER_BYTES = 4096
+# A refused body is still read, up to this much, so that the client can read the refusal
+# (see discard_rest).
+DISCARD_MAX_BYTES = 64 * 2**20
 
 _parser_log = logging.getLogger(__name__ + ".parser")
 _parser_log.disabled = True
@@ -217,6 +220,29 @@ async def read_multipart(
             "the multipart/form-data that its Content-Type says."
         )
     return collector.parts
+
+
+async def discard_rest(chunks: AsyncIterable[bytes], *, content_length: str | None,
+                       max_bytes: int = DISCARD_MAX_BYTES) -> bool:
+    """Read and drop what is left of a refused body, at most ``max_bytes``; whether it all was.
+
+    A server that answers while the client is still sending, then closes the connection (as
+    uvicorn does for a client that sent ``Connection: close``, like Python's urllib), makes the
+    kernel reset it: the client sees "connection reset" instead of the answer. Read to the end
+    first and the client gets the answer. Past ``max_bytes`` (declared, or read), it stops: a
+    reset is then the price of not reading an unbounded body.
+    """
+    try:
+        if content_length is not None and int(content_length) > max_bytes:
+            return False
+    except ValueError:
+        return False
+    read = 0
+    async for chunk in chunks:
+        read += len(chunk)
+        if read > max_bytes:
+            return False
+    return True
 
 
 def file_field(form: dict[str, Part], name: str, max_bytes: int) -> bytes:

@@ -45,6 +45,7 @@ from faceaudit.service.thumbnails import (
     PhotoUnavailable,
     ThumbnailNotFound,
     ThumbnailTokens,
+    View,
     face_square,
     photo_bytes,
     render_face,
@@ -244,38 +245,39 @@ def test_file_field_errors() -> None:
 def test_thumbnail_tokens_verify_and_expire() -> None:
     now = [1_000_000.0]
     tokens = ThumbnailTokens(60, clock=lambda: now[0])
-    token = tokens.issue(7)
-    assert tokens.verify(token) == 7
+    token = tokens.issue(View.PHOTO, 7, 3)
+    assert tokens.verify(View.PHOTO, token) == (7, 3)
     forged = token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB")
     other_process = ThumbnailTokens(60, clock=lambda: now[0])
     for bad in (forged, "garbage", "", token + "A", "../../etc/passwd"):
         with pytest.raises(ThumbnailNotFound):
-            tokens.verify(bad)
+            tokens.verify(View.PHOTO, bad)
     with pytest.raises(ThumbnailNotFound):
-        other_process.verify(token)
+        other_process.verify(View.PHOTO, token)
     now[0] += 61
     with pytest.raises(ThumbnailNotFound):
-        tokens.verify(token)
+        tokens.verify(View.PHOTO, token)
 
 
-def test_face_tokens_sign_image_and_face() -> None:
+def test_tokens_sign_the_view_the_image_and_the_face() -> None:
     now = [1_000_000.0]
     tokens = ThumbnailTokens(60, clock=lambda: now[0])
-    face, photo = tokens.issue(7, 3), tokens.issue(7)
-    assert tokens.verify_face(face) == (7, 3)
+    face, photo = tokens.issue(View.CLOSE_UP, 7, 3), tokens.issue(View.PHOTO, 7, 3)
+    assert tokens.verify(View.CLOSE_UP, face) == (7, 3)
     with pytest.raises(ThumbnailNotFound):
-        tokens.verify(face)  # a close-up link is not a photo link
+        tokens.verify(View.PHOTO, face)  # a close-up link is not a photo link
     with pytest.raises(ThumbnailNotFound):
-        tokens.verify_face(photo)  # nor the other way round
-    raw = bytearray(base64.urlsafe_b64decode(face + "=="))
-    for offset in (3, 7):  # the image id's and the face id's last bytes
+        tokens.verify(View.CLOSE_UP, photo)  # nor the other way round
+    raw = bytearray(base64.urlsafe_b64decode(face + "=" * (-len(face) % 4)))
+    for offset in (0, 4, 12):  # the view, the image id's and the face row's last bytes
         tampered = raw.copy()
         tampered[offset] ^= 1
         with pytest.raises(ThumbnailNotFound):
-            tokens.verify_face(base64.urlsafe_b64encode(bytes(tampered)).rstrip(b"=").decode())
+            tokens.verify(View.CLOSE_UP,
+                          base64.urlsafe_b64encode(bytes(tampered)).rstrip(b"=").decode())
     now[0] += 61
     with pytest.raises(ThumbnailNotFound):
-        tokens.verify_face(face)
+        tokens.verify(View.CLOSE_UP, face)
 
 
 def test_face_square_keeps_a_margin_and_stays_in_the_photo() -> None:
@@ -492,7 +494,7 @@ def test_a_close_up_of_a_large_photo_is_decoded_reduced_and_still_centred(
     path = tmp_path / "big.jpg"
     path.write_bytes(jpeg(photo))
     detected = max(engine.detect(decode_image(path)), key=lambda f: f.short_side)
-    data = render_face(path.read_bytes(), "big.jpg", detected.bbox, photo.size)
+    data = render_face(path.read_bytes(), "big.jpg", detected.bbox, photo.size, others=[])
     with Image.open(io.BytesIO(data)) as close_up:
         assert close_up.size == (FACE_SIZE, FACE_SIZE)
     x1, y1, x2, y2 = max(engine.detect(decode_image(data)), key=lambda f: f.short_side).bbox
@@ -508,16 +510,17 @@ def test_face_links_for_another_face_or_tampered_are_404(client: TestClient,
     match = search(client, yao).json()["matches"][0]
     face_token = match["face_thumbnail"].rsplit("/", 1)[1]
     photo_token = match["thumbnail"].rsplit("/", 1)[1]
-    image_id, face_id = services.tokens.verify_face(face_token)
+    image_id, face_id = services.tokens.verify(View.CLOSE_UP, face_token)
     elsewhere = next(f for f in range(index.size) if int(index.faces.image_id[f]) != image_id)
-    raw = bytearray(base64.urlsafe_b64decode(face_token + "=="))
-    raw[7] ^= 1  # another face id, the signature unchanged
+    raw = bytearray(base64.urlsafe_b64decode(face_token + "=" * (-len(face_token) % 4)))
+    raw[12] ^= 1  # another face row, the signature unchanged
     tampered = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
     bad = [
         tampered,
         photo_token,  # a photo link is not a close-up link
-        services.tokens.issue(image_id, elsewhere),  # signed, but that face is not in the photo
-        services.tokens.issue(image_id, index.size),  # no such face
+        # signed, but that face is not in the photo; no such face
+        services.tokens.issue(View.CLOSE_UP, image_id, elsewhere),
+        services.tokens.issue(View.CLOSE_UP, image_id, index.size),
         "garbage",
     ]
     for token in bad:

@@ -1,5 +1,7 @@
 // The search page: send the selfie to /api/search, draw the photos found with the face boxed,
-// a close-up of that face, how sure the match is, and what the strictness means here.
+// a close-up of that face, how sure each match is and where the photo comes from; then let the
+// person ask for the photos they select to be removed (/api/removals), with a letter per
+// dataset to send its maintainer.
 "use strict";
 
 const form = document.getElementById("search-form");
@@ -15,31 +17,60 @@ const results = document.getElementById("results");
 const resultsTitle = document.getElementById("results-title");
 const resultsNote = document.getElementById("results-note");
 const grid = document.getElementById("grid");
+const removal = document.getElementById("removal");
+const contact = document.getElementById("contact");
+const removeButton = document.getElementById("remove");
+const selection = document.getElementById("selection");
+const removalError = document.getElementById("removal-error");
+const removalDone = document.getElementById("removal-done");
+const removalDoneTitle = document.getElementById("removal-done-title");
+const removalSummary = document.getElementById("removal-summary");
+const downloadJson = document.getElementById("download-json");
+const downloadCsv = document.getElementById("download-csv");
+const letters = document.getElementById("letters");
 
 let selfie = null;
-let thresholdTouched = false; // until moved, the server's default threshold applies
+let requested = null; // the threshold the person chose with the slider; null: the server's
 let info = null; // GET /api/info, once loaded
 let guide = []; // [{threshold, expected_false_matches}], ascending: what each strictness means
-let searchedAt = null; // the threshold of the results shown
+let searchedAt = null; // the threshold the server used for the results shown
+let downloads = []; // blob: URLs of the removal request's files, revoked when replaced
 
+// A plain label and a plain meaning per strength; the server's `meaning`, when it sends one,
+// says it for this index's size.
 const STRENGTH = {
-  strong: { icon: "✓", label: "Strong match" },
-  possible: { icon: "?", label: "Possible match — check the photo" },
+  strong: { icon: "✓", label: "Strong match", meaning: "This is very likely you" },
+  possible: { icon: "?", label: "Possible match", meaning: "Possibly you: check the photo" },
 };
 
-function showError(message) {
-  errorBox.textContent = message;
-  errorBox.hidden = false;
+function showError(box, message) {
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function hideError(box) {
+  box.hidden = true;
+  box.textContent = "";
 }
 
 function clearMessages() {
-  errorBox.hidden = true;
-  errorBox.textContent = "";
+  hideError(errorBox);
   statusLine.textContent = "";
 }
 
 function megabytes(bytes) {
   return `${(bytes / (1024 * 1024)).toFixed(bytes < 1024 * 1024 ? 1 : 0)} MB`;
+}
+
+function plural(n, one, many) {
+  return `${n.toLocaleString()} ${n === 1 ? one : many}`;
+}
+
+// A threshold as it is: 0.375 reads 0.375 (not a rounded 0.38, which is not what was used),
+// 0.4 reads 0.40.
+function formatThreshold(t) {
+  const three = Number(Number(t).toFixed(3));
+  return Math.abs(three - Number(three.toFixed(2))) < 1e-9 ? three.toFixed(2) : String(three);
 }
 
 // --- what a threshold means: expected faces of other people at this index's size ----------
@@ -88,23 +119,31 @@ const UNCALIBRATED =
 
 function meaning(t, expected, faces) {
   if (expected === null || expected === undefined) return UNCALIBRATED;
-  const search = `a search of the ${faces.toLocaleString()} face${faces === 1 ? "" : "s"} indexed`;
+  const search = `a search of the ${plural(faces, "face", "faces")} indexed`;
   const { count, chance } = strangers(expected);
   return count
-    ? `At strictness ${t.toFixed(2)}, ${search} is expected to bring up ${count}.`
-    : `At strictness ${t.toFixed(2)}, there is ${chance} that ${search} brings up someone ` +
-      "else's face.";
+    ? `At strictness ${formatThreshold(t)}, ${search} is expected to bring up ${count}.`
+    : `At strictness ${formatThreshold(t)}, there is ${chance} that ${search} brings up ` +
+      "someone else's face.";
 }
 
 function shortMeaning(t, expected) {
-  if (expected === null) return t.toFixed(2);
+  if (expected === null) return formatThreshold(t);
   const { count, chance } = strangers(expected);
-  return `${t.toFixed(2)}: ${count ? `${count} expected` : `${chance} of someone else's face`}`;
+  return `${formatThreshold(t)}: ` +
+    `${count ? `${count} expected` : `${chance} of someone else's face`}`;
+}
+
+// The slider at t, widened when t lies outside its range (a large index's threshold can).
+function setSlider(t) {
+  if (t < Number(threshold.min)) threshold.min = String(t);
+  if (t > Number(threshold.max)) threshold.max = String(t);
+  threshold.value = String(t);
 }
 
 function describeSlider() {
   const t = Number(threshold.value);
-  thresholdValue.value = t.toFixed(2);
+  thresholdValue.value = formatThreshold(t);
   if (!info && !guide.length) {
     thresholdGuide.textContent = "";
     threshold.removeAttribute("aria-valuetext");
@@ -114,6 +153,7 @@ function describeSlider() {
   const faces = info ? info.index_size : Number(results.dataset.faces || 0);
   // Uncalibrated: nothing to say per position, and the results already say so.
   let text = expected === null && !results.hidden ? "" : meaning(t, expected, faces);
+  // Only once the slider is away from what the results shown were searched with.
   if (text && searchedAt !== null && Math.abs(t - searchedAt) > 1e-9) {
     text += " Search again to apply it.";
   }
@@ -143,6 +183,10 @@ function element(tag, className, text) {
   return node;
 }
 
+function isWebLink(url) {
+  return typeof url === "string" && /^https?:\/\//i.test(url);
+}
+
 // Where the photo comes from, as the dataset states it: what a removal request must name.
 function provenance(source) {
   const list = element("dl", "provenance");
@@ -153,7 +197,7 @@ function provenance(source) {
   row("Uploaded by", source.uploader_name || source.uploader_id || "not stated");
   row("Licence", source.licence_name || "not stated by the dataset");
   const link = source.page_url || source.image_url;
-  if (link && /^https?:\/\//i.test(link)) {
+  if (isWebLink(link)) {
     const dd = element("dd");
     const a = element("a", "", source.page_url ? "the photo's page" : "the image's address");
     a.href = link;
@@ -165,14 +209,14 @@ function provenance(source) {
   return list;
 }
 
-function card(match) {
+function card(match, index) {
   const strength = STRENGTH[match.strength] || STRENGTH.possible;
   const item = element("li", `card ${match.strength === "strong" ? "strong" : "possible"}`);
   const figure = element("figure");
   const frame = element("div", "frame");
   const img = element("img");
   img.src = match.thumbnail;
-  img.alt = `Photo ${match.image}, the matching face boxed`;
+  img.alt = `Photo ${match.image}, the matching face boxed, other faces blurred`;
   img.loading = "lazy";
   frame.append(img);
   const box = faceBox(match);
@@ -196,8 +240,32 @@ function card(match) {
   const icon = element("span", "icon", strength.icon);
   icon.setAttribute("aria-hidden", "true");
   label.append(icon, element("span", "", strength.label));
-  item.append(label, figure);
+  const said = element("p", "meaning", match.meaning || strength.meaning);
+  item.append(label, said);
+
+  if (match.match_id) {
+    const pick = element("label", "pick");
+    const box = element("input");
+    box.type = "checkbox";
+    box.checked = true; // all selected by default: untick what is not you
+    box.dataset.matchId = match.match_id;
+    box.id = `pick-${index}`;
+    box.addEventListener("change", describeSelection);
+    pick.append(box, element("span", "", "Include in the removal request"));
+    item.append(pick);
+  }
+  item.append(figure);
   return item;
+}
+
+function thresholdNote(result) {
+  const parts = [];
+  if (result.threshold_clamped) {
+    parts.push(`The strictness was raised to ${formatThreshold(result.threshold)}: below ` +
+      "it, a search of this dataset would show other people's photos.");
+  }
+  parts.push(meaning(result.threshold, result.expected_false_matches, result.index_size));
+  return parts.join(" ");
 }
 
 function showResults(result) {
@@ -205,21 +273,23 @@ function showResults(result) {
   const n = result.matches.length;
   const strong = result.matches.filter((m) => m.strength === "strong").length;
   resultsTitle.textContent = n
-    ? `${n} photo${n === 1 ? "" : "s"} with a face like yours` +
+    ? `${plural(n, "photo", "photos")} with a face like yours` +
       (strong && strong < n ? ` (${strong} strong)` : "")
     : "No photo of this dataset has a face like yours at this strictness.";
-  resultsNote.textContent = meaning(result.threshold, result.expected_false_matches,
-    result.index_size);
+  resultsNote.textContent = thresholdNote(result);
   results.dataset.faces = result.index_size;
   statusLine.textContent =
-    `Searched ${result.index_size.toLocaleString()} faces with model ${result.model_pack}, ` +
-    `strictness ${result.threshold.toFixed(2)}.`;
+    `Searched ${plural(result.index_size, "face", "faces")} with model ${result.model_pack}, ` +
+    `strictness ${formatThreshold(result.threshold)}.`;
   results.hidden = false;
   resultsTitle.focus(); // screen readers read the count; phones scroll to the results
   mergeGuide(result.threshold_guide);
   searchedAt = result.threshold;
-  threshold.value = result.threshold;
+  setSlider(result.threshold);
   describeSlider();
+  hideError(removalError);
+  removal.hidden = !result.matches.some((m) => m.match_id);
+  describeSelection();
 }
 
 async function search() {
@@ -227,7 +297,8 @@ async function search() {
   clearMessages();
   if (info && selfie.size > info.max_upload_bytes) {
     results.hidden = true;
-    showError(`This photo is ${megabytes(selfie.size)}, more than the limit of ` +
+    removal.hidden = true;
+    showError(errorBox, `This photo is ${megabytes(selfie.size)}, more than the limit of ` +
       `${megabytes(info.max_upload_bytes)}: use a smaller photo.`);
     return;
   }
@@ -235,24 +306,155 @@ async function search() {
   again.disabled = true;
   const body = new FormData();
   body.append("selfie", selfie);
-  if (thresholdTouched) body.append("threshold", threshold.value);
+  if (requested !== null) body.append("threshold", String(requested));
   try {
     const response = await fetch("/api/search", { method: "POST", body });
     const data = await response.json().catch(() => null);
     if (!response.ok) {
       results.hidden = true;
+      removal.hidden = true;
       statusLine.textContent = "";
-      showError(data?.error?.message ?? `The server answered ${response.status}.`);
+      showError(errorBox, data?.error?.message ?? `The server answered ${response.status}.`);
       return;
     }
     showResults(data);
   } catch {
     statusLine.textContent = "";
-    showError("The server could not be reached. Check your connection and try again.");
+    showError(errorBox, "The server could not be reached. Check your connection and try again.");
   } finally {
     again.disabled = !selfie;
   }
 }
+
+// --- removal --------------------------------------------------------------------------------
+
+function selectable() {
+  return [...grid.querySelectorAll("input[type=checkbox][data-match-id]:not(:disabled)")];
+}
+
+function describeSelection() {
+  const boxes = selectable();
+  const chosen = boxes.filter((b) => b.checked).length;
+  removeButton.disabled = chosen === 0;
+  selection.textContent = boxes.length
+    ? `${chosen} of ${plural(boxes.length, "photo", "photos")} selected.`
+    : "";
+}
+
+function download(link, text, type, name) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  downloads.push(url);
+  link.href = url;
+  link.download = name;
+}
+
+function letter(dataset, index) {
+  const article = element("article", "letter");
+  const count = (dataset.photos || []).length;
+  article.append(element("h3", "", `Dataset: ${dataset.dataset || "unknown"}`));
+  article.append(element("p", "", dataset.contact
+    ? `${plural(count, "photo", "photos")}. Send this letter to ${dataset.contact}.`
+    : `${plural(count, "photo", "photos")}. No contact address is configured for this ` +
+      "dataset: send this letter to whoever publishes it."));
+  const id = `letter-${index}`;
+  const label = element("label", "", "The letter");
+  label.htmlFor = id;
+  const textarea = element("textarea");
+  textarea.id = id;
+  textarea.readOnly = true;
+  textarea.rows = 14;
+  textarea.value = dataset.letter || "";
+  const actions = element("p", "actions");
+  const copy = element("button", "button", "Copy the letter");
+  copy.type = "button";
+  const copied = element("span", "copied");
+  copied.setAttribute("role", "status");
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(textarea.value);
+      copied.textContent = "Copied.";
+    } catch {
+      textarea.focus();
+      textarea.select();
+      copied.textContent = document.execCommand("copy")
+        ? "Copied." : "Select the text and copy it.";
+    }
+  });
+  actions.append(copy);
+  if (typeof dataset.mailto === "string" && dataset.mailto.startsWith("mailto:")) {
+    const mail = element("a", "button primary", "Send it by email");
+    mail.href = dataset.mailto;
+    actions.append(mail);
+  }
+  actions.append(copied);
+  article.append(label, textarea, actions);
+  return article;
+}
+
+function showRemoval(data, boxes) {
+  for (const url of downloads) URL.revokeObjectURL(url);
+  downloads = [];
+  const name = `faceaudit-removal-${data.request_id}`;
+  const json = typeof data.json === "string" ? data.json
+    : `${JSON.stringify(data.json ?? data, null, 2)}\n`;
+  download(downloadJson, json, "application/json", `${name}.json`);
+  download(downloadCsv, data.csv || "", "text/csv", `${name}.csv`);
+  const n = boxes.length;
+  removalSummary.textContent =
+    `Request ${data.request_id} received. From now on, ${n === 1 ? "this photo is" :
+      `these ${n} photos are`} hidden from every search of this service. To have ` +
+    `${n === 1 ? "it" : "them"} removed from the dataset itself, send the letter below to ` +
+    "the dataset's maintainer.";
+  letters.replaceChildren(...(data.datasets || []).map(letter));
+  for (const box of boxes) {
+    box.checked = false;
+    box.disabled = true;
+    const item = box.closest(".card");
+    item.classList.add("removed");
+    box.nextElementSibling.textContent = "Removal requested: hidden from now on";
+  }
+  describeSelection();
+  removal.hidden = selectable().length === 0;
+  removalDone.hidden = false;
+  removalDoneTitle.focus();
+}
+
+async function requestRemoval() {
+  hideError(removalError);
+  const boxes = selectable().filter((b) => b.checked);
+  if (!boxes.length) return;
+  const address = contact.value.trim();
+  if (address && !contact.checkValidity()) {
+    showError(removalError, "This email address does not look right: correct it, or leave " +
+      "the field empty.");
+    return;
+  }
+  const body = { matches: boxes.map((b) => b.dataset.matchId) };
+  if (address) body.contact = address;
+  removeButton.disabled = true;
+  selection.textContent = "Sending your request…";
+  try {
+    const response = await fetch("/api/removals", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      showError(removalError,
+        data?.error?.message ?? `The server answered ${response.status}: try again.`);
+      return;
+    }
+    showRemoval(data, boxes);
+  } catch {
+    showError(removalError, "The server could not be reached. Check your connection and try " +
+      "again.");
+  } finally {
+    describeSelection();
+  }
+}
+
+// --- start ----------------------------------------------------------------------------------
 
 async function loadInfo() {
   try {
@@ -263,7 +465,7 @@ async function loadInfo() {
     return; // the page works without it: the server applies its default threshold anyway
   }
   mergeGuide(info.threshold_guide);
-  if (!thresholdTouched && searchedAt === null) threshold.value = info.default_threshold;
+  if (requested === null && searchedAt === null) setSlider(info.default_threshold);
   describeSlider();
 }
 
@@ -281,7 +483,10 @@ for (const picker of pickers) {
 }
 
 threshold.addEventListener("input", () => {
-  thresholdTouched = true;
+  // What a person drags is rounded to 0.01; the server's own threshold keeps its decimals.
+  const t = Math.round(Number(threshold.value) * 100) / 100;
+  threshold.value = String(t);
+  requested = t;
   describeSlider();
 });
 
@@ -290,4 +495,7 @@ form.addEventListener("submit", (event) => {
   search();
 });
 
+removeButton.addEventListener("click", requestRemoval);
+
+describeSlider();
 loadInfo();

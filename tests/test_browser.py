@@ -1,0 +1,307 @@
+"""The subject's whole journey in a real browser: Chromium (Debian's package) driven by
+Playwright, against a real uvicorn server on 127.0.0.1.
+
+Upload a selfie, see the photos found with their provenance and the other faces blurred,
+select, ask for removal, read the letter listing the exact URLs, download the request, search
+again: the photos are gone. A screenshot of each step is kept in ``tests/artifacts/browser/``
+(or ``$FACEAUDIT_TEST_ARTIFACTS/browser/``) and its path printed.
+
+Playwright's own browser download is not used: it launches Debian's ``chromium``
+(``$FACEAUDIT_CHROMIUM``, default ``/usr/bin/chromium``). Without it the test fails, saying how
+to install it; outside CI, ``FACEAUDIT_BROWSER_TESTS=0`` skips it instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from faceaudit.imaging import decode_image
+from faceaudit.models.engine import FaceEngine
+from faceaudit.service.app import create_app
+from faceaudit.service.settings import ServiceSettings
+from tests.live_server import serve
+
+CHROMIUM = Path(os.environ.get("FACEAUDIT_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(os.environ.get("FACEAUDIT_TEST_ARTIFACTS")
+                 or Path(__file__).parent / "artifacts") / "browser"
+# What works in a container without a display, a sandbox or the network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+CONTACT = "maintainer@example.org"  # the demo dataset's contact, as an operator configures it
+SUBJECT = "yao@example.org"
+TIMEOUT_MS = 20_000
+
+
+def _browser_or_fail() -> Any:
+    """The sync Playwright module; a failure saying how to install what is missing, or a skip
+    when the developer opted out (never in CI)."""
+    opted_out = os.environ.get("FACEAUDIT_BROWSER_TESTS") == "0" and not os.environ.get("CI")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing = "Playwright for Python: .venv/bin/pip install -e '.[test]'"
+    else:
+        if CHROMIUM.exists():
+            return sync_api
+        missing = (f"Chromium at {CHROMIUM}: apt-get install -y chromium (Debian's package; "
+                   "Playwright's own browser download is not used), or point "
+                   "FACEAUDIT_CHROMIUM at a Chromium binary")
+    if opted_out:
+        pytest.skip(f"FACEAUDIT_BROWSER_TESTS=0 and no {missing}")
+    pytest.fail(f"The browser test needs {missing}. (Outside CI, FACEAUDIT_BROWSER_TESTS=0 "
+                "skips it.)", pytrace=False)
+
+
+class Shots:
+    """Numbered full-page screenshots of the journey's steps."""
+
+    def __init__(self, page: Any, folder: Path) -> None:
+        self.page, self.folder, self.paths = page, folder, list[Path]()
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.png"):
+            old.unlink()
+
+    def take(self, name: str) -> None:
+        path = self.folder / f"{len(self.paths) + 1:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.paths.append(path)
+
+
+@pytest.fixture
+def base_url(built_index: Path, engine: FaceEngine, tmp_path: Path) -> Iterator[str]:
+    settings = ServiceSettings(index=built_index, device="cpu", rate_limit=None,
+                               daily_limit=None, state_dir=tmp_path / "state",
+                               dataset_contacts={"faceaudit-demo": CONTACT})
+    with serve(create_app(settings, engine=engine)) as base:
+        yield base
+
+
+def _faces_in(jpeg: bytes, engine: FaceEngine) -> list[tuple[float, float, float, float]]:
+    return [face.bbox for face in engine.detect_all(decode_image(jpeg))]
+
+
+def _as_thumbnail(photo: Path, size: tuple[int, int]) -> bytes:
+    """The photo at the thumbnail's size, without blurring: what the page would show without
+    it."""
+    out = io.BytesIO()
+    Image.open(photo).convert("RGB").resize(size, Image.Resampling.LANCZOS).save(out, "JPEG")
+    return out.getvalue()
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over the smaller box's area."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w * h / smaller
+
+
+def _check_bystanders_blurred(match: dict[str, Any], thumbnail: bytes, photos: Path,
+                              engine: FaceEngine) -> int:
+    """Asserts that the detector finds no face but the matched one in the thumbnail the page
+    showed; returns how many faces it finds in the same photo unblurred at that size."""
+    size = Image.open(io.BytesIO(thumbnail)).size
+    scale = size[0] / match["width"]
+    matched = tuple(v * scale for v in match["bbox"])
+    found = _faces_in(thumbnail, engine)
+    strangers = [box for box in found if _overlap(box, matched) < 0.5]
+    assert not strangers, f"{match['image']}: faces of other people not blurred at {strangers}"
+    return len(_faces_in(_as_thumbnail(photos / match["image"], size), engine))
+
+
+def _card_texts(page: Any) -> list[dict[str, Any]]:
+    return list(page.eval_on_selector_all("#grid .card", """cards => cards.map(c => ({
+        image: c.querySelector('code').textContent,
+        meaning: c.querySelector('.meaning').textContent,
+        provenance: c.querySelector('.provenance').innerText,
+        link: c.querySelector('.provenance a')?.href ?? null,
+        checked: c.querySelector('input[type=checkbox]')?.checked ?? null,
+    }))"""))
+
+
+def _search(page: Any, action: Any) -> dict[str, Any]:
+    with page.expect_response(lambda r: r.url.endswith("/api/search")) as searched:
+        action()
+    response = searched.value
+    assert response.status == 200, response.text()
+    result: dict[str, Any] = response.json()
+    page.wait_for_function("document.getElementById('status').textContent.startsWith("
+                           "'Searched')", timeout=TIMEOUT_MS)
+    return result
+
+
+def _all_images_loaded(page: Any) -> None:
+    for img in page.query_selector_all("#grid img"):
+        img.scroll_into_view_if_needed()
+    page.wait_for_function("""[...document.querySelectorAll('#grid img')]
+        .every(i => i.complete && i.naturalWidth > 0)""", timeout=TIMEOUT_MS)
+    page.evaluate("window.scrollTo(0, 0)")
+
+
+def _letters_urls(match: dict[str, Any]) -> list[str]:
+    source = match["provenance"]
+    return [url for url in (source["page_url"], source["image_url"]) if url]
+
+
+def test_the_subjects_journey_in_a_real_browser(
+        base_url: str, collection: tuple[Path, Path], engine: FaceEngine, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sync_api = _browser_or_fail()
+    started = time.monotonic()
+    photos, selfies = collection
+    selfie = selfies / "yaoming.jpg"
+    elsewhere: list[str] = []  # any request to another origin: the page must need none
+    problems: list[str] = []  # console errors and uncaught exceptions of the page
+    thumbnails: dict[str, Any] = {}  # path -> the response the page got
+
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, accept_downloads=True, viewport={"width": 1280, "height": 900},
+            permissions=["clipboard-read", "clipboard-write"])
+        try:
+            def route(request_route: Any) -> None:
+                if request_route.request.url.startswith(("data:", "blob:", base_url)):
+                    request_route.continue_()
+                else:
+                    elsewhere.append(request_route.request.url)
+                    request_route.abort()
+
+            context.route("**/*", route)
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("response", lambda r: thumbnails.__setitem__(r.url[len(base_url):], r)
+                    if "/api/thumbnails/" in r.url else None)
+            shots = Shots(page, ARTIFACTS)
+
+            # 1. The page: the camera first.
+            page.goto(f"{base_url}/")
+            page.wait_for_function("document.getElementById('threshold-guide').textContent")
+            pickers = page.eval_on_selector_all(".pickers input[type=file]", """inputs =>
+                inputs.map(i => [i.id, i.getAttribute('capture')])""")
+            assert pickers[0] == ["camera", "user"]
+            shots.take("page")
+
+            # 2. A selfie: the photos found, each with its provenance and what it means.
+            result = _search(page, lambda: page.set_input_files("#camera", str(selfie)))
+            matches = result["matches"]
+            assert {m["image"] for m in matches} == {
+                "team/players.jpg", "street/group_with_yao_behind.jpg",
+                "portraits/yao_flipped.jpg", "portraits/yao_bright_small.jpg"}
+            assert all(m["match_id"] for m in matches)
+            _all_images_loaded(page)
+            cards = _card_texts(page)
+            assert [c["image"] for c in cards] == [m["image"] for m in matches]
+            for card, match in zip(cards, matches, strict=True):
+                source = match["provenance"]
+                assert source["dataset"] in card["provenance"]
+                assert source["uploader_name"] in card["provenance"]
+                assert card["link"] == (source["page_url"] or source["image_url"])
+                expected = match.get("meaning") or {
+                    "strong": "This is very likely you",
+                    "possible": "Possibly you: check the photo"}[match["strength"]]
+                assert card["meaning"] == expected
+                assert card["checked"] is True  # all selected by default
+            # The slider shows the threshold used, unrounded, and asks for nothing yet.
+            used = page.input_value("#threshold")
+            assert float(used) == result["threshold"]
+            assert page.text_content("#threshold-value") == \
+                f"{result['threshold']:.3f}".rstrip("0").ljust(4, "0")
+            assert "Search again" not in page.text_content("#threshold-guide")
+            shots.take("results")
+
+            # 3. Every face but the matched one blurred, in what the page received.
+            unblurred = [
+                _check_bystanders_blurred(m, thumbnails[m["thumbnail"]].body(), photos, engine)
+                for m in matches]
+            assert max(unblurred) >= 2, "no photo with other faces: the check proved nothing"
+
+            # 4. Keep one photo out of the request, ask for removal of the others.
+            kept = matches[-1]
+            page.uncheck("#grid .card:last-child input[type=checkbox]")
+            assert page.text_content("#selection") == f"{len(matches) - 1} of " \
+                f"{len(matches)} photos selected."
+            page.fill("#contact", SUBJECT)
+            shots.take("selected")
+            with page.expect_response(lambda r: r.url.endswith("/api/removals")) as asked:
+                page.click("#remove")
+            assert asked.value.status == 201, asked.value.text()
+            removal = asked.value.json()
+            page.wait_for_selector("#removal-done:not([hidden])")
+            removed = [m for m in matches if m is not kept]
+            assert {p["image_key"] for d in removal["datasets"] for p in d["photos"]} == \
+                {m["image_key"] for m in removed}
+            letter = page.input_value("#letters textarea")
+            for match in removed:
+                for url in _letters_urls(match):
+                    assert url in letter, f"the letter does not list {url}"
+            assert SUBJECT in letter
+            mailto = page.get_attribute("#letters a[href^='mailto:']", "href")
+            assert mailto is not None and mailto.startswith(f"mailto:{CONTACT}")
+            assert "hidden from every search" in page.text_content("#removal-summary")
+            page.click("#letters button")
+            page.wait_for_function("document.querySelector('#letters .copied').textContent")
+            assert page.text_content("#letters .copied") == "Copied."
+            assert page.evaluate("navigator.clipboard.readText()") == letter
+            shots.take("removal-requested")
+
+            # 5. The request as files: JSON and CSV, both listing the photos.
+            files = {}
+            for kind in ("json", "csv"):
+                with page.expect_download() as downloaded:
+                    page.click(f"#download-{kind}")
+                saved = ARTIFACTS / downloaded.value.suggested_filename
+                downloaded.value.save_as(saved)
+                files[kind] = saved.read_text(encoding="utf-8")
+            assert removal["request_id"] in json.dumps(json.loads(files["json"]))
+            rows = list(csv.DictReader(io.StringIO(files["csv"])))
+            assert {row["image_key"] for row in rows} == {m["image_key"] for m in removed}
+
+            # 6. Search again: only the photo kept out of the request comes back.
+            again = _search(page, lambda: page.click("#again"))
+            assert [m["image"] for m in again["matches"]] == [kept["image"]]
+            _all_images_loaded(page)
+            shots.take("searched-again")
+
+            # 7. Remove that one too: nothing left to find.
+            with page.expect_response(lambda r: r.url.endswith("/api/removals")) as asked:
+                page.click("#remove")
+            assert asked.value.status == 201
+            page.wait_for_selector("#removal[hidden]", state="attached")
+            last = _search(page, lambda: page.click("#again"))
+            assert last["matches"] == []
+            assert "No photo" in page.text_content("#results-title")
+            # Moving the slider away from the threshold used asks to search again.
+            page.focus("#threshold")
+            page.keyboard.press("ArrowRight")
+            assert "Search again to apply it." in page.text_content("#threshold-guide")
+            shots.take("all-gone")
+
+            # 8. The API's documentation, offline.
+            page.goto(f"{base_url}/docs")
+            page.wait_for_selector("text=/api/search")
+            shots.take("docs")
+        finally:
+            context.close()
+
+    assert not elsewhere, f"the page asked for other origins: {elsewhere}"
+    assert not problems, f"the page logged errors: {problems}"
+    with capsys.disabled():
+        print(f"\nbrowser journey: {time.monotonic() - started:.1f} s; screenshots:")
+        for path in shots.paths:
+            print(f"  {path}")

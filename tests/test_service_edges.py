@@ -1,0 +1,123 @@
+"""What a new user tripped over: /docs offline, the favicon, a 413 a client can read."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from faceaudit.models.engine import FaceEngine
+from faceaudit.service.app import create_app
+from faceaudit.service.settings import ServiceSettings
+from faceaudit.service.uploads import discard_rest
+from tests.live_server import serve
+
+MB = 2**20
+
+
+@pytest.fixture(scope="module")
+def settings(built_index: Path) -> ServiceSettings:
+    return ServiceSettings(index=built_index, device="cpu", rate_limit=None)
+
+
+@pytest.fixture(scope="module")
+def client(settings: ServiceSettings, engine: FaceEngine) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, engine=engine)) as test_client:
+        yield test_client
+
+
+def test_docs_load_nothing_from_another_origin(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""url:\s*["']([^"']+)["']""", page.text)
+    assert any(u.endswith("swagger-ui-bundle.js") for u in urls)
+    assert any(u.endswith("swagger-ui.css") for u in urls)
+    assert "/openapi.json" in urls
+    for url in urls:
+        parts = urlsplit(url)
+        assert not parts.scheme and not parts.netloc and url.startswith("/"), url
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 1000, url
+    assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text
+    # The browser is told so too: nothing may load from another origin.
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "http" not in policy
+    assert '"validatorUrl": null' in page.text
+    assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN
+
+
+def test_favicon(client: TestClient) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/x-icon"
+    assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    assert 0 < len(icon.content) < 8 * 1024
+    assert '<link rel="icon" href="/favicon.ico"' in client.get("/").text
+
+
+def test_discard_rest_reads_a_bounded_amount() -> None:
+    read = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal read
+        while True:
+            read += 1
+            yield b"a" * 1000
+
+    async def body(n: int) -> AsyncIterator[bytes]:
+        for _ in range(n):
+            yield b"a" * 1000
+
+    assert anyio.run(lambda: discard_rest(body(50), content_length=None, max_bytes=100_000))
+    assert not anyio.run(lambda: discard_rest(endless(), content_length=None, max_bytes=10_000))
+    assert read <= 11
+    read = 0
+    assert not anyio.run(lambda: discard_rest(endless(), content_length="10001",
+                                              max_bytes=10_000))
+    assert read == 0  # declared over the bound: not a byte read
+
+
+def form_body(size: int) -> tuple[bytes, str]:
+    request = httpx.Request("POST", "http://test/",
+                            files={"selfie": ("big.jpg", b"\xff" * size, "image/jpeg")})
+    return request.read(), request.headers["content-type"]
+
+
+def test_an_upload_over_the_limit_gets_a_413_the_client_can_read(
+        settings: ServiceSettings, engine: FaceEngine) -> None:
+    body, content_type = form_body(30 * MB)
+    with serve(create_app(settings, engine=engine)) as base:
+        # urllib sends "Connection: close": the server closes right after answering, and an
+        # answer sent before the body was read used to reach the client as a connection reset.
+        request = urllib.request.Request(f"{base}/api/search", data=body, method="POST",
+                                         headers={"Content-Type": content_type})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 413
+        assert json.loads(refused.value.read())["error"]["code"] == "upload_too_large"
+
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for headers in ({"content-type": content_type},
+                            {"content-type": content_type, "connection": "close"}):
+                response = http.post("/api/search", content=body, headers=headers)
+                assert response.status_code == 413
+                assert response.json()["error"]["code"] == "upload_too_large"
+                assert "10.0 MiB" in response.json()["error"]["message"]
+            # Chunked (no Content-Length): refused while streaming, then read to its end.
+            chunks = (body[i : i + MB] for i in range(0, len(body), MB))
+            response = http.post("/api/search", content=chunks,
+                                 headers={"content-type": content_type})
+            assert response.status_code == 413
+            assert http.get("/healthz").status_code == 200  # the connection is still usable
