@@ -15,6 +15,7 @@ import typer
 from faceaudit import __version__
 from faceaudit.cli_removals import app as removals_app
 from faceaudit.errors import FaceAuditError
+from faceaudit.models.calibration import MAX_EXPECTED_STRANGERS, MAX_RESULTS
 from faceaudit.models.engine import DetectionSettings
 
 app = typer.Typer(
@@ -112,21 +113,29 @@ def index(
     fresh: Annotated[bool, typer.Option(
         help="Ignore an interrupted build and the previous index; process every image.")
     ] = False,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", envvar="FACEAUDIT_STATE_DIR",
+        help="The service's state folder: faces whose removal was requested there are left "
+        "out of the index.")] = None,
 ) -> None:
     """Detect and embed every face of SOURCE into a FAISS index at OUT (incremental,
     resumable, published atomically)."""
-    from faceaudit.indexer.build import build_index
+    from faceaudit.indexer.build import build_index, default_dataset_name
     from faceaudit.indexer.readers import open_source
     from faceaudit.indexer.readers.base import parse_field_map
+    from faceaudit.removals import suppressed_face_ids
 
     try:
         enrichments = _parse_enrich(enrich or [])
         reader = open_source(source, parse_field_map(field_map or []))
+        name = dataset or default_dataset_name(reader)
+        removed = suppressed_face_ids(state_dir, name) if state_dir is not None else set()
         engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
                          threshold=det_threshold)
         with _progress_bar() as progress:
-            summary = build_index(reader, out, engine, dataset=dataset, enrich=enrichments,
-                                  workers=workers, fresh=fresh, progress=progress)
+            summary = build_index(reader, out, engine, dataset=name, enrich=enrichments,
+                                  workers=workers, fresh=fresh, progress=progress,
+                                  removed_face_ids=removed)
     except FaceAuditError as error:
         raise _fail(error) from error
     except KeyboardInterrupt:
@@ -187,8 +196,17 @@ def format_build_summary(summary, out: Path) -> str:  # type: ignore[no-untyped-
 def search(
     selfie: Annotated[Path, typer.Argument(help="A photo of one person's face.")],
     index_dir: Annotated[Path, typer.Option("--index", help="Index folder.")],
-    threshold: Annotated[float | None, typer.Option(help="Similarity threshold.")] = None,
-    top: Annotated[int | None, typer.Option(help="Show at most this many photos.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Similarity threshold (default: the lowest at which 0.1 faces of other people "
+        "are expected per search at this index's size). One at which more than 1 is expected "
+        "is refused.")] = None,
+    top: Annotated[int | None, typer.Option(
+        help=f"Show at most this many photos (at most {MAX_RESULTS}, the default).")] = None,
+    allow_low_threshold: Annotated[bool, typer.Option(
+        "--allow-low-threshold",
+        help="Researchers only: allow a threshold below this index's floor and any --top. "
+        "The results can then show photos of strangers, many of them in a large index.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     models: ModelsOption = None,
     device: DeviceOption = "auto",
@@ -201,12 +219,17 @@ def search(
     from faceaudit.imaging import decode_image
     from faceaudit.indexer.search import FaceIndex, search_selfie
     from faceaudit.removals import suppressed_faces, visible, widen
-    from faceaudit.results import search_response
+    from faceaudit.results import check_search, search_response
 
     try:
         face_index = FaceIndex(index_dir)
         engine = _engine(models, device)
-        threshold = engine.calibration.threshold if threshold is None else threshold
+        default = engine.calibration.operating_threshold(face_index.size)
+        requested, threshold = threshold, default if threshold is None else threshold
+        top = MAX_RESULTS if top is None and not allow_low_threshold else top
+        check_search(engine.calibration, face_index.size, threshold, top,
+                     max_expected=MAX_EXPECTED_STRANGERS, max_results=MAX_RESULTS,
+                     allow_low_threshold=allow_low_threshold)
         image = decode_image(selfie)
         hidden = (suppressed_faces(state_dir, face_index.dataset) if state_dir is not None
                   else frozenset())
@@ -214,7 +237,8 @@ def search(
                                         top=widen(top, hidden)), hidden, top)
     except FaceAuditError as error:
         raise _fail(error) from error
-    response = search_response(face_index, matches, threshold, engine.calibration)
+    response = search_response(face_index, matches, threshold, engine.calibration, default,
+                               threshold_requested=requested)
     if as_json:
         typer.echo(json.dumps(response))
         return
@@ -229,7 +253,8 @@ def search(
         return
     for match in response["matches"]:
         box = ", ".join(f"{v:.0f}" for v in match["bbox"])
-        typer.echo(f"{match['score']:.3f}  {match['strength']:<8}  {match['image']}  [{box}]")
+        typer.echo(f"{match['score']:.3f}  {match['strength']:<8}  {match['image']}  [{box}]"
+                   f"  {match['meaning']}")
         typer.echo("        " + describe_provenance(match["provenance"]))
 
 
@@ -256,6 +281,10 @@ def serve(
         help="Where the indexed photos are now (default: where they were indexed).")] = None,
     models: ModelsOption = None,
     device: DeviceOption = "auto",
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", envvar="FACEAUDIT_STATE_DIR",
+        help="Folder (outside the index) for removal requests and the search audit log; "
+        "without it, removal requests are off.")] = None,
 ) -> None:
     """Serve the search page and HTTP API over an index."""
     import uvicorn
@@ -268,6 +297,9 @@ def serve(
         overrides["models"] = models
     if dataset is not None:
         overrides["dataset"] = dataset
+    if state_dir is not None:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        overrides["state_dir"] = state_dir
     settings = ServiceSettings(**overrides)
     logging.getLogger("faceaudit").setLevel(logging.INFO)  # start-up summary and warnings
     typer.echo(f"faceaudit: open http://{host}:{port}/ in a browser (API docs at /docs)")
@@ -330,15 +362,18 @@ def demo(
     from faceaudit.demo import DEMO_DATASET, MANIFEST_NAME, build_demo_collection
 
     photos, selfies = build_demo_collection(out / "photos", out / "selfies")
+    state = out / "state"  # removal requests made on the demo page, and the search log
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
     typer.echo(f"demo collection: {photos}, its provenance in {photos / MANIFEST_NAME}")
     defaults = DetectionSettings()
     index(photos / MANIFEST_NAME, out=out / "index", dataset=DEMO_DATASET, field_map=None,
           enrich=None, models=None, device="auto", threads=None,
           det_size=defaults.det_size, min_face=defaults.min_face,
-          det_threshold=defaults.threshold, workers=2, fresh=False)
+          det_threshold=defaults.threshold, workers=2, fresh=False, state_dir=state)
     typer.echo(f"try a selfie from {selfies}, e.g. {selfies / 'yaoming.jpg'}")
     if not no_serve:
-        serve(out / "index", host=host, port=port, dataset=None, models=None, device="auto")
+        serve(out / "index", host=host, port=port, dataset=None, models=None, device="auto",
+              state_dir=state)
 
 
 @app.command("eval")

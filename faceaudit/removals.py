@@ -152,7 +152,6 @@ CREATE TABLE IF NOT EXISTS removal_faces (
     PRIMARY KEY (request_id, image_key, face_id),
     FOREIGN KEY (request_id, image_key) REFERENCES removal_photos (request_id, image_key)
 );
-CREATE INDEX IF NOT EXISTS removal_faces_by_dataset ON removal_faces (dataset, image_key);
 CREATE TABLE IF NOT EXISTS search_log (
     id INTEGER PRIMARY KEY,
     time TEXT NOT NULL,
@@ -274,7 +273,7 @@ class RemovalStore:
                "p.dataset, " + ", ".join(f"p.{name}" for name in PHOTO_FIELDS) +
                " FROM removal_requests r JOIN removal_photos p USING (request_id)" +
                (" WHERE " + " AND ".join(where) if where else "") +
-               " ORDER BY r.created, r.request_id, p.position")
+               " ORDER BY r.rowid, p.position")
         with self._connect() as db:
             rows = db.execute(sql, args).fetchall()
             faces: dict[tuple[str, str], list[int]] = {}

@@ -11,11 +11,6 @@ from faceaudit.models.calibration import MEANING, Calibration
 
 # Wide enough for the page's strictness slider (0.20 to 0.90).
 GUIDE_THRESHOLDS = [round(0.20 + 0.05 * i, 2) for i in range(15)]
-# The most photos one search returns. A person is rarely in more than a few dozen photos of a
-# dataset (12 of LFW's 5,749 people have 50 or more), and whoever has more can ask for these
-# to be removed and search again (removed photos are not shown again); while a search that
-# is not of its sender (someone else's photo, a crowd) gets no more than this.
-MAX_RESULTS = 50
 
 
 class SearchRefused(FaceAuditError):
@@ -26,10 +21,19 @@ class SearchRefused(FaceAuditError):
 
 
 def check_search(calibration: Calibration, index_faces: int, threshold: float, top: int | None,
-                 *, max_expected: float, max_results: int) -> None:
-    """Raise SearchRefused when ``threshold`` is below ``calibration.min_threshold`` for an
-    index of this size (more than ``max_expected`` strangers per search expected) or ``top``
-    is over ``max_results``."""
+                 *, max_expected: float, max_results: int,
+                 allow_low_threshold: bool = False) -> None:
+    """Raise SearchRefused when ``threshold`` is not in (0, 1] or ``top`` under 1, or (unless
+    ``allow_low_threshold``, for researchers) when ``threshold`` is below
+    ``calibration.min_threshold`` for an index of this size (more than ``max_expected``
+    strangers per search expected) or ``top`` is over ``max_results``: what the HTTP API
+    never runs."""
+    if not 0 < threshold <= 1:
+        raise SearchRefused(f"threshold {threshold:g}: a threshold is a similarity in (0, 1].")
+    if top is not None and top < 1:
+        raise SearchRefused(f"top {top}: ask for at least 1 photo.")
+    if allow_low_threshold:
+        return
     floor = calibration.min_threshold(index_faces, max_expected)
     if threshold < floor:
         expected = calibration.expected_false_matches(threshold, index_faces)

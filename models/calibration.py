@@ -35,6 +35,11 @@ UNCALIBRATED_THRESHOLD = 0.40
 TARGET_EXPECTED_STRANGERS = 0.1
 # ...and no search may run where more than this many are expected (no browsing).
 MAX_EXPECTED_STRANGERS = 1.0
+# The most photos one search returns. A person is rarely in more than a few dozen photos of a
+# dataset (12 of LFW's 5,749 people have 50 or more), and whoever has more can ask for these
+# to be removed and search again (removed photos are not shown again), while a search for
+# someone else (their photo, a crowd) gets no more than this.
+MAX_RESULTS = 50
 
 STRONG = "strong"
 POSSIBLE = "possible"

@@ -72,29 +72,54 @@ _SEARCH_BODY = {
 class SearchOptions(BaseModel):
     threshold: float = Field(gt=0, le=1)
     top: int = Field(ge=1)
+    threshold_requested: float | None = None  # as asked, before raising it to the floor
+    min_threshold: float = 0.0
 
 
 def search_options(form: dict[str, Part], services: Services, threshold: float | None,
-                   top: int | None) -> SearchOptions:
-    """Form fields over query parameters over the server's defaults."""
+                   top: int | None, index: FaceIndex | None = None) -> SearchOptions:
+    """Form fields over query parameters over the server's defaults, for a search of ``index``
+    (default: the one served now). No browsing: a threshold below the index's floor is raised
+    to it (the response says so: refusing instead would fail a page whose slider was set
+    before the index grew), and ``top`` is capped at max_results."""
     settings = services.settings
-    default = default_threshold(services)
-    values: dict[str, Any] = {"threshold": default, "top": settings.max_results}
+    index = services.index if index is None else index
+    values: dict[str, Any] = {"top": settings.max_results}
     values.update({k: v for k, v in {"threshold": threshold, "top": top}.items() if v is not None})
     values.update({k: form[k].text() for k in ("threshold", "top") if k in form})
+    requested = "threshold" in values
+    values.setdefault("threshold", default_threshold(services, index))
     try:
         options = SearchOptions.model_validate(values)
     except ValidationError as error:
         raise InvalidParameter("; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
         )) from None
+    floor = min_threshold(services, index)
+    options.threshold_requested = options.threshold if requested else None
+    options.min_threshold = floor
+    options.threshold = max(options.threshold, floor)
     options.top = min(options.top, settings.max_results)
     return options
 
 
-def default_threshold(services: Services) -> float:
-    """The operator's threshold if set, else the model pack's calibrated one."""
-    return services.settings.threshold or services.engine.calibration.threshold
+def min_threshold(services: Services, index: FaceIndex | None = None) -> float:
+    """The lowest threshold any search of this index runs at: above it, at most
+    max_expected_strangers faces of other people are expected per search."""
+    size = (services.index if index is None else index).size
+    return services.engine.calibration.min_threshold(size,
+                                                     services.settings.max_expected_strangers)
+
+
+def default_threshold(services: Services, index: FaceIndex | None = None) -> float:
+    """The operator's threshold if set, else the model pack's operating threshold at this
+    index's size (see Calibration.operating_threshold); never below the floor."""
+    index = services.index if index is None else index
+    settings = services.settings
+    chosen = (settings.threshold if settings.threshold is not None else
+              services.engine.calibration.operating_threshold(
+                  index.size, settings.target_expected_strangers))
+    return max(chosen, min_threshold(services, index))
 
 
 @router.get("/healthz", response_model=Health)
@@ -112,7 +137,8 @@ def info(services: ServicesDep) -> Info:
         index_size=index.size,
         index_images=len(index.images),
         calibrated=calibration.calibrated,
-        default_threshold=default_threshold(services),
+        default_threshold=default_threshold(services, index),
+        min_threshold=min_threshold(services, index),
         threshold_guide=calibration.guide(index.size, GUIDE_THRESHOLDS),
         max_upload_bytes=services.settings.max_upload_bytes,
         max_results=services.settings.max_results,
@@ -141,12 +167,12 @@ async def search(
     settings = services.settings
     form = await _read_form(request, settings.max_upload_bytes + FORM_OVERHEAD)
     selfie = file_field(form, SELFIE_FIELD, settings.max_upload_bytes)
-    options = search_options(form, services, threshold, top)
+    published = services.published  # one index for the whole request, even across a reload
+    options = search_options(form, services, threshold, top, published.index)
     decoded = await run_in_threadpool(decode_image, selfie,
                                       max_pixels=settings.max_upload_pixels,
                                       max_side=settings.selfie_max_side)
     del form, selfie  # the upload's bytes need not wait for the engine lock with us
-    published = services.published  # one index for the whole request, even across a reload
     try:
         matches = await services.search(published.index, decoded, options.threshold,
                                          options.top)
@@ -155,7 +181,10 @@ async def search(
                                   faces=getattr(error, "count", 0), outcome=error.code)
         raise
     result = search_response(published.index, matches, options.threshold,
-                             services.engine.calibration, default_threshold(services))
+                             services.engine.calibration,
+                             default_threshold(services, published.index),
+                             min_threshold=options.min_threshold,
+                             threshold_requested=options.threshold_requested)
     for out, match in zip(result["matches"], matches, strict=True):
         out.update(_photo_fields(request, published.tokens, match))
         out["match_id"] = (services.match_ids.issue(published.index, match)

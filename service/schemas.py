@@ -43,8 +43,14 @@ class IndexSummary(BaseModel):
     index_images: int = Field(description="Photos in the index, with or without faces.")
     calibrated: bool = Field(description="Whether the model pack has a calibrated false-match "
                              "rate; if not, expected_false_matches are null.")
-    default_threshold: float = Field(description="The threshold a search uses when it names "
-                                     "none: the operator's, else the model pack's calibrated one.")
+    default_threshold: float = Field(
+        description="The threshold a search uses when it names none: the operator's, else the "
+        "lowest at which at most 0.1 (the operator's target) faces of other people are expected "
+        "per search at this index's size, and never below the model pack's calibrated one.")
+    min_threshold: float = Field(
+        description="The lowest threshold a search may use at this index's size: below it, more "
+        "than one face (the operator's bound) of other people per search would be expected. A "
+        "lower threshold asked for is raised to it (see threshold_clamped).")
     threshold_guide: list[GuidePoint] = Field(
         description="Expected faces of other people per search at thresholds across the usable "
         "range, ascending; interpolate between them on a log scale.")
@@ -87,12 +93,17 @@ class MatchOut(BaseModel):
                          "every rebuild of the index), in decimal: as a string, because "
                          "JavaScript numbers lose integers above 2^53.")
     provenance: Provenance
+    match_id: str | None = Field(
+        default=None, description="Opaque, signed, expiring id of this match, to name it in "
+        "POST /api/removals; null when the service keeps no state (removals are off).")
     score: float = Field(description="Cosine similarity of the best face in the photo.")
     bbox: list[float] = Field(description="x1, y1, x2, y2 of that face, in photo pixels.")
     strength: Literal["strong", "possible"] = Field(
         description='"strong": fewer than 0.01 faces of other people are expected to score this '
         'high in this index, so it is very likely the same person. "possible": look at the '
         "photo to decide (always so for an uncalibrated model pack).")
+    meaning: str = Field(description='The strength in plain words: "This is very likely you" '
+                         '(strong) or "Possibly you: check the photo" (possible).')
     thumbnail: str = Field(description="Signed link to a thumbnail, valid for a limited time.")
     face_thumbnail: str = Field(
         description=f"Signed link to a square close-up of that face (JPEG, at most {FACE_SIZE} "
@@ -106,6 +117,11 @@ class SearchResult(IndexSummary):
 
     faces_in_selfie: int
     threshold: float = Field(description="The similarity threshold this search used.")
+    threshold_requested: float | None = Field(
+        description="The threshold the search asked for; null when it named none.")
+    threshold_clamped: bool = Field(
+        description="Whether the threshold asked for was below min_threshold and was raised to "
+        "it: a lower one would show faces of other people.")
     expected_false_matches: float | None = Field(description=_EXPECTED_DOC)
     matches: list[MatchOut] = Field(description="Photos with a face like the selfie's, best "
                                     "first, each once with its best face.")

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from faceaudit.models.calibration import (
+    MAX_EXPECTED_STRANGERS,
+    MAX_RESULTS,
+    TARGET_EXPECTED_STRANGERS,
+)
 from faceaudit.models.sessions import Device
 
 
@@ -17,10 +22,16 @@ class ServiceSettings(BaseSettings):
     models: str | None = None  # pack folder; None: buffalo_s (or FACEAUDIT_MODELS)
     device: Device = "auto"
     dataset: Path | None = None  # where the indexed photos are now; default: as built
-    threshold: float | None = None  # None: the model pack's calibrated threshold
+    # None: derived from the index size, so that a search is expected to show at most
+    # target_expected_strangers faces of other people (never below the pack's calibrated one).
+    threshold: float | None = None
+    target_expected_strangers: float = Field(default=TARGET_EXPECTED_STRANGERS, gt=0)
+    # No search runs where more faces of other people than this are expected (no browsing):
+    # a lower threshold asked for is raised to that floor, and the response says so.
+    max_expected_strangers: float = Field(default=MAX_EXPECTED_STRANGERS, gt=0)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 40_000_000
-    max_results: int = 200
+    max_results: int = Field(default=MAX_RESULTS, ge=1)  # photos per search, at most
     thumbnail_size: int = 384
     threads: int | None = None
     # Selfies are decoded with their longer side reduced to this: the detector works at 1024 px

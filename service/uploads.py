@@ -41,7 +41,9 @@ MAX_HEADER_BYTES = 4096
 # (see discard_rest).
 DISCARD_MAX_BYTES = 64 * 2**20
 
-_parser_log = logging.getLogger(__name__ + ".parser")
+# Made directly, not by logging.getLogger: a logger in logging's registry is switched back on by
+# any logging.config.dictConfig(disable_existing_loggers=False), which uvicorn runs at start-up.
+_parser_log = logging.Logger(__name__ + ".parser")
 _parser_log.disabled = True
 
 

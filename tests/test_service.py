@@ -312,7 +312,9 @@ def test_info(client: TestClient, built_index: Path, settings: ServiceSettings,
     info = client.get("/api/info").json()
     assert info == {
         "model_pack": "buffalo_s", "index_size": index.size, "index_images": len(index.images),
-        "calibrated": calibration.calibrated, "default_threshold": calibration.threshold,
+        "calibrated": calibration.calibrated,
+        "default_threshold": calibration.operating_threshold(index.size),
+        "min_threshold": calibration.min_threshold(index.size),
         "threshold_guide": calibration.guide(index.size, GUIDE_THRESHOLDS),
         "max_upload_bytes": settings.max_upload_bytes, "max_results": settings.max_results,
     }
@@ -411,7 +413,7 @@ def test_search_says_what_the_threshold_means(client: TestClient, yao: bytes,
     result = search(client, yao).json()
     size = FaceIndex(built_index).size
     threshold = result["threshold"]
-    assert threshold == result["default_threshold"] == calibration.threshold
+    assert threshold == result["default_threshold"] == calibration.operating_threshold(size)
     assert result["calibrated"] is calibration.calibrated
     assert result["expected_false_matches"] == rounded(
         calibration.expected_false_matches(threshold, size))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import urllib.error
 import urllib.request
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from faceaudit.models.engine import FaceEngine
@@ -121,3 +123,18 @@ def test_an_upload_over_the_limit_gets_a_413_the_client_can_read(
                                  headers={"content-type": content_type})
             assert response.status_code == 413
             assert http.get("/healthz").status_code == 200  # the connection is still usable
+
+
+def test_the_parsers_warnings_stay_off_after_uvicorn_configures_logging(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    # uvicorn's start-up runs logging.config.dictConfig(disable_existing_loggers=False), which
+    # switches every logger of logging's registry back on: the multipart parser's warnings quote
+    # bytes of the body, and must stay off all the same.
+    uvicorn.Config(client.app, log_level="warning")
+    marker = b"BODY-BYTES-MARKER"
+    with caplog.at_level(logging.DEBUG):
+        malformed = client.post("/api/search", content=b"--x\r\n" + marker + b"\x00: a\r\n",
+                                headers={"content-type": "multipart/form-data; boundary=x"})
+    assert malformed.status_code == 400
+    assert not [r for r in caplog.records if r.name.startswith("faceaudit.service.uploads")]
+    assert marker.decode() not in caplog.text

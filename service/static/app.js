@@ -18,6 +18,7 @@ const resultsTitle = document.getElementById("results-title");
 const resultsNote = document.getElementById("results-note");
 const grid = document.getElementById("grid");
 const removal = document.getElementById("removal");
+const removalOff = document.getElementById("removal-off");
 const contact = document.getElementById("contact");
 const removeButton = document.getElementById("remove");
 const selection = document.getElementById("selection");
@@ -134,6 +135,16 @@ function shortMeaning(t, expected) {
     `${count ? `${count} expected` : `${chance} of someone else's face`}`;
 }
 
+// The slider's lowest position: the server refuses to go below min_threshold (more faces of
+// other people than it allows per search), so the slider does not offer it.
+function setFloor(summary) {
+  if (typeof summary?.min_threshold === "number") {
+    threshold.min = String(Math.max(0, summary.min_threshold));
+    const top = Number(threshold.max);
+    if (summary.min_threshold > top) threshold.max = String(summary.min_threshold);
+  }
+}
+
 // The slider at t, widened when t lies outside its range (a large index's threshold can).
 function setSlider(t) {
   if (t < Number(threshold.min)) threshold.min = String(t);
@@ -232,7 +243,7 @@ function card(match, index) {
   }
   const text = element("div", "meta");
   text.append(element("p", "score", `Similarity ${match.score.toFixed(2)}`),
-    provenance(match.provenance || {}), element("code", "", match.image));
+    element("code", "", match.image));
   caption.append(text);
   figure.append(frame, caption);
 
@@ -254,15 +265,18 @@ function card(match, index) {
     pick.append(box, element("span", "", "Include in the removal request"));
     item.append(pick);
   }
-  item.append(figure);
+  item.append(figure, provenance(match.provenance || {}));
   return item;
 }
 
 function thresholdNote(result) {
   const parts = [];
   if (result.threshold_clamped) {
-    parts.push(`The strictness was raised to ${formatThreshold(result.threshold)}: below ` +
-      "it, a search of this dataset would show other people's photos.");
+    const asked = typeof result.threshold_requested === "number"
+      ? `You asked for strictness ${formatThreshold(result.threshold_requested)}; it was `
+      : "The strictness was ";
+    parts.push(`${asked}raised to ${formatThreshold(result.threshold)}: below it, a search ` +
+      "of this dataset would show other people's photos.");
   }
   parts.push(meaning(result.threshold, result.expected_false_matches, result.index_size));
   return parts.join(" ");
@@ -285,10 +299,12 @@ function showResults(result) {
   resultsTitle.focus(); // screen readers read the count; phones scroll to the results
   mergeGuide(result.threshold_guide);
   searchedAt = result.threshold;
+  setFloor(result);
   setSlider(result.threshold);
   describeSlider();
   hideError(removalError);
   removal.hidden = !result.matches.some((m) => m.match_id);
+  removalOff.hidden = !(n && removal.hidden); // the service keeps no removal requests
   describeSelection();
 }
 
@@ -465,6 +481,7 @@ async function loadInfo() {
     return; // the page works without it: the server applies its default threshold anyway
   }
   mergeGuide(info.threshold_guide);
+  setFloor(info);
   if (requested === null && searchedAt === null) setSlider(info.default_threshold);
   describeSlider();
 }
