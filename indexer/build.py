@@ -44,12 +44,16 @@ from faceaudit.indexer.readers import open_source
 from faceaudit.indexer.readers.base import Source
 from faceaudit.indexer.shards import ShardWriter, check_shards
 from faceaudit.indexer.store import (
+    FACES_DIR,
     FAISS_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
     IMAGES_FILE,
+    SMALL_FACES_DIR,
     STATUS_FAILED,
     STATUS_NO_FACE,
+    BoxTable,
+    FaceTable,
     read_image_table,
     read_manifest,
     write_index_files,
@@ -141,8 +145,10 @@ def _previous_index(out: Path, engine: FaceEngine, dataset: str, fresh: bool
         return {}
     try:
         manifest = read_manifest(out)
-    except FaceAuditError as error:
-        log.warning("not reusing the index at %s: %s", out, error.message)
+        FaceTable.load(out / FACES_DIR, mmap=True)  # every table readable, or nothing reused
+        BoxTable.load(out / SMALL_FACES_DIR, mmap=True)
+    except (FaceAuditError, OSError, RuntimeError, ValueError) as error:
+        log.warning("not reusing the index at %s: %s", out, error)
         return {}
     built = {name: f["sha256"] for name, f in manifest["model_pack"]["files"].items()}
     if (built != engine.sha256 or manifest.get("detection") != engine.detection.as_dict()

@@ -96,10 +96,16 @@ class FaceIndex:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.manifest: dict[str, Any] = read_manifest(folder)
-        self.faiss = faiss.read_index(str(folder / self.manifest["index"]["file"]))
-        self.faces = FaceTable.load(folder / FACES_DIR, mmap=True)
-        self.small_faces = BoxTable.load(folder / SMALL_FACES_DIR, mmap=True)
-        self.images = ImageTable(folder / IMAGES_FILE)
+        try:
+            self.faiss = faiss.read_index(str(folder / self.manifest["index"]["file"]))
+            self.faces = FaceTable.load(folder / FACES_DIR, mmap=True)
+            self.small_faces = BoxTable.load(folder / SMALL_FACES_DIR, mmap=True)
+            self.images = ImageTable(folder / IMAGES_FILE)
+        except (OSError, RuntimeError, ValueError) as error:
+            raise IncompatibleIndex(
+                f"{folder} is incomplete or damaged ({error}): rebuild it with "
+                f"`faceaudit index SOURCE --out {folder} --fresh`."
+            ) from error
         if self.faiss.ntotal != len(self.faces):
             raise IncompatibleIndex(
                 f"{folder} is inconsistent: {self.faiss.ntotal} vectors, {len(self.faces)} faces."

@@ -167,8 +167,8 @@ def _letters_urls(match: dict[str, Any]) -> list[str]:
 
 
 def test_the_subjects_journey_in_a_real_browser(
-        playwright_api: Any, base_url: str, collection: tuple[Path, Path], engine: FaceEngine, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        playwright_api: Any, base_url: str, collection: tuple[Path, Path], engine: FaceEngine,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.monotonic()
     photos, selfies = collection
     selfie = selfies / "yaoming.jpg"
