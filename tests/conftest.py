@@ -6,14 +6,18 @@ faceaudit.demo), so the tests run on any machine with the package installed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from faceaudit.demo import build_demo_collection
 from faceaudit.indexer.build import build_index
 from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import resolve_pack
+from faceaudit.service.app import create_app
+from faceaudit.service.settings import ServiceSettings
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +39,22 @@ def built_index(collection: tuple[Path, Path], engine: FaceEngine,
     out = tmp_path_factory.mktemp("indexes") / "demo-index"
     build_index(collection[0] / "manifest.csv", out, engine, dataset="faceaudit-demo")
     return out
+
+
+@pytest.fixture(scope="module")
+def settings(built_index: Path) -> ServiceSettings:
+    """Service settings over the demo index (no rate limit). Modules may override it."""
+    return ServiceSettings(index=built_index, device="cpu", rate_limit=None)
+
+
+@pytest.fixture(scope="module")
+def client(settings: ServiceSettings, engine: FaceEngine) -> Iterator[TestClient]:
+    """The app through its lifespan, one per test module."""
+    with TestClient(create_app(settings, engine=engine)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def yao(collection: tuple[Path, Path]) -> bytes:
+    """The demo's selfie of Yao Ming, who is in four of its photos."""
+    return (collection[1] / "yaoming.jpg").read_bytes()

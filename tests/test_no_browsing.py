@@ -5,7 +5,6 @@ unless a researcher says otherwise."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,22 +25,6 @@ from faceaudit.service.app import create_app
 from faceaudit.service.settings import ServiceSettings
 
 YAO_PHOTOS = 4  # his photos in the demo index
-
-
-@pytest.fixture(scope="module")
-def settings(built_index: Path) -> ServiceSettings:
-    return ServiceSettings(index=built_index, device="cpu", rate_limit=None)
-
-
-@pytest.fixture(scope="module")
-def client(settings: ServiceSettings, engine: FaceEngine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine=engine)) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def yao(collection: tuple[Path, Path]) -> bytes:
-    return (collection[1] / "yaoming.jpg").read_bytes()
 
 
 @pytest.fixture(scope="module")

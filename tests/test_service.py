@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,22 +117,6 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 
 # --- fixtures ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def settings(built_index: Path) -> ServiceSettings:
-    return ServiceSettings(index=built_index, device="cpu", rate_limit=None)
-
-
-@pytest.fixture(scope="module")
-def client(settings: ServiceSettings, engine: FaceEngine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine=engine)) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def yao(collection: tuple[Path, Path]) -> bytes:
-    return (collection[1] / "yaoming.jpg").read_bytes()
-
 
 # A hand-made calibration under which Yao's 4 photos (scores 0.98, 0.94, 0.80, 0.63 in the
 # 41-face demo index) are 3 strong matches and 1 possible one.

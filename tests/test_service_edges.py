@@ -7,8 +7,7 @@ import logging
 import re
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import anyio
@@ -24,17 +23,6 @@ from faceaudit.service.uploads import discard_rest
 from tests.live_server import serve
 
 MB = 2**20
-
-
-@pytest.fixture(scope="module")
-def settings(built_index: Path) -> ServiceSettings:
-    return ServiceSettings(index=built_index, device="cpu", rate_limit=None)
-
-
-@pytest.fixture(scope="module")
-def client(settings: ServiceSettings, engine: FaceEngine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine=engine)) as test_client:
-        yield test_client
 
 
 def test_docs_load_nothing_from_another_origin(client: TestClient) -> None:
