@@ -214,7 +214,11 @@ def _build_locked(source: Source, out: Path, engine: FaceEngine, dataset: str,
     settings = _settings(engine, source, dataset)
     staging = _staging_folder(out)
     shards = _prepare_staging(staging, settings, fresh)
-    staged = _known_images(load_shards(shards, engine.dimension).images) if shards else {}
+    # Only the keys, digests and retry flags of the finished shards: their faces and vectors
+    # are read once, by the merge.
+    staged = _known_images(pa.concat_tables(
+        [read_image_table(s / IMAGES_FILE).select(["key", "sha256", "retry"]) for s in shards]
+    )) if shards else {}
     previous = _previous_index(out, engine, dataset, fresh)
 
     def reusable(key: str, sha256: str) -> str | None:

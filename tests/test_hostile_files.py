@@ -21,7 +21,6 @@ import struct
 import threading
 import time
 import warnings
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from faceaudit.indexer.readers.base import ByteLocation, UnreadableFile, read_lo
 from faceaudit.indexer.readers.manifest import ManifestSource
 from faceaudit.indexer.store import ImageTable
 from faceaudit.models.engine import FaceEngine
+from tests.images import png_bomb
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 
@@ -294,17 +294,6 @@ def test_corrupt_tiff_is_unreadable_image() -> None:
         decode_image(data, name="corrupt.tif")
     assert "corrupt.tif is corrupt" in caught.value.message
     assert type(raw.value).__name__ in caught.value.message  # e.g. "(TypeError: ...)"
-
-
-def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A PNG whose header declares ``width`` x ``height`` pixels and that has no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 # --- A build over a folder of hostile files ------------------------------------------------------

@@ -11,12 +11,10 @@ import os
 import random
 import shutil
 import socket
-import struct
 import subprocess
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,6 +57,7 @@ from faceaudit.service.uploads import (
     file_field,
     read_multipart,
 )
+from tests.images import png_bomb
 
 YAO_PHOTOS = {
     "team/players.jpg",
@@ -74,17 +73,6 @@ def jpeg(image: Image.Image, **options: object) -> bytes:
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=90, **options)
     return out.getvalue()
-
-
-def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A PNG whose header declares ``width`` x ``height`` pixels and that has no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def encoded_form(files: dict[str, tuple[str, bytes, str]],
