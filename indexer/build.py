@@ -45,7 +45,6 @@ from faceaudit.indexer.readers.base import Source
 from faceaudit.indexer.shards import ShardWriter, check_shards
 from faceaudit.indexer.store import (
     FACES_DIR,
-    FAISS_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
     IMAGES_FILE,
@@ -326,7 +325,7 @@ def _manifest(engine: FaceEngine, source: Source, dataset: str,
             "licence": engine.pack.licence,
         },
         "embedding": {"dimension": engine.dimension, "metric": "cosine", "normalised": True},
-        "index": {"type": "IndexFlatIP", "file": FAISS_FILE, "exact": True},
+        "index": {},  # filled in by write_index_files with the structure it builds
         "detection": engine.detection.as_dict(),
         "dataset": {"name": dataset, "root": str(source.root.resolve()), "kind": source.kind},
         "source": source.identity(),

@@ -34,10 +34,11 @@ from numpy.typing import NDArray
 
 from faceaudit.errors import FaceAuditError
 from faceaudit.indexer import metrics
+from faceaudit.indexer.ann import VectorSearch
 from faceaudit.indexer.pipeline import StageTimes, process_images
 from faceaudit.indexer.readers.folder import scan_folder
 from faceaudit.indexer.search import DEFAULT_THRESHOLD, search_vectors
-from faceaudit.indexer.store import STATUS_FAILED, build_faiss
+from faceaudit.indexer.store import STATUS_FAILED
 from faceaudit.models.engine import FaceEngine
 
 log = logging.getLogger(__name__)
@@ -343,7 +344,7 @@ def self_search(
     dimension = next((f.vectors.shape[1] for f in extracted.values() if len(f.vectors)), 1)
     vectors = (np.array(gallery.vectors, np.float32) if gallery.vectors
                else np.empty((0, dimension), np.float32))
-    index = build_faiss(vectors, dimension)
+    index = VectorSearch.in_memory(vectors)
     face_image = np.array(gallery.face_image, np.int64)
     lowest = float(min(np.min(thresholds), threshold))
 

@@ -8,15 +8,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from faceaudit.indexer.ann import VECTOR_STORE
 from faceaudit.indexer.shards import VECTORS_FILE
 from faceaudit.indexer.store import (
     FACES_DIR,
-    FAISS_FILE,
     IMAGE_SCHEMA,
     IMAGES_FILE,
     SMALL_FACES_DIR,
@@ -77,11 +76,8 @@ def load_shards(folders: list[Path], dimension: int) -> Parts:
 
 
 def load_index_parts(folder: Path) -> Parts:
-    """A published index as Parts (its vectors read back from the exact FAISS index)."""
-    index = faiss.read_index(str(folder / FAISS_FILE))
-    vectors = (index.reconstruct_n(0, index.ntotal) if index.ntotal
-               else np.empty((0, index.d), np.float32))
-    return Parts.load(folder, vectors)
+    """A published index as Parts (its vectors from its float16 vector store)."""
+    return Parts.load(folder, np.load(folder / VECTOR_STORE).astype(np.float32))
 
 
 def _rows_of(table: FaceTable | BoxTable, new_id: NDArray[np.int64]

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 from numpy.typing import NDArray
 
 from faceaudit.errors import FaceTooSmall, IncompatibleIndex, MultipleFaces, NoFaceFound
 from faceaudit.imaging import DecodedImage
+from faceaudit.indexer.ann import VectorSearch
 from faceaudit.indexer.store import (
     FACES_DIR,
     IMAGES_FILE,
@@ -62,7 +62,7 @@ class Match:
 
 
 def search_vectors(
-    faiss_index: faiss.Index,
+    vectors: VectorSearch,
     face_image_ids: NDArray[np.integer],
     vector: NDArray[np.float32],
     threshold: float,
@@ -71,13 +71,9 @@ def search_vectors(
     """(image_id, score, face_id) of every photo with a face scoring above ``threshold``,
     each photo once with its best face, best first (ties by image id), at most ``top``.
 
-    ``face_image_ids[i]`` is the photo of face i (row i of ``faiss_index``). FAISS
-    ``range_search`` on an inner-product index keeps scores strictly above the radius.
+    ``face_image_ids[i]`` is the photo of face i (row i of ``vectors``).
     """
-    if faiss_index.ntotal == 0:
-        return []
-    query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-    _, scores, face_ids = faiss_index.range_search(query, float(threshold))
+    scores, face_ids = vectors.range_search(vector, threshold)
     best: dict[int, tuple[float, int]] = {}
     for score, face_id in zip(scores.tolist(), face_ids.tolist(), strict=True):
         image_id = int(face_image_ids[face_id])
@@ -97,7 +93,7 @@ class FaceIndex:
         self.folder = folder
         self.manifest: dict[str, Any] = read_manifest(folder)
         try:
-            self.faiss = faiss.read_index(str(folder / self.manifest["index"]["file"]))
+            self.vector_search = VectorSearch.load(folder, self.manifest["index"])
             self.faces = FaceTable.load(folder / FACES_DIR, mmap=True)
             self.small_faces = BoxTable.load(folder / SMALL_FACES_DIR, mmap=True)
             self.images = ImageTable(folder / IMAGES_FILE)
@@ -106,9 +102,10 @@ class FaceIndex:
                 f"{folder} is incomplete or damaged ({error}): rebuild it with "
                 f"`faceaudit index SOURCE --out {folder} --fresh`."
             ) from error
-        if self.faiss.ntotal != len(self.faces):
+        if self.vector_search.ntotal != len(self.faces):
             raise IncompatibleIndex(
-                f"{folder} is inconsistent: {self.faiss.ntotal} vectors, {len(self.faces)} faces."
+                f"{folder} is inconsistent: {self.vector_search.ntotal} vectors, "
+                f"{len(self.faces)} faces."
             )
 
     @property
@@ -117,7 +114,12 @@ class FaceIndex:
 
     @property
     def size(self) -> int:
-        return int(self.faiss.ntotal)
+        return self.vector_search.ntotal
+
+    @property
+    def vectors(self) -> NDArray[np.float16]:
+        """Every face's embedding (float16, memory-mapped), row i for face i."""
+        return self.vector_search.vectors
 
     @property
     def dataset_root(self) -> Path:
@@ -142,8 +144,8 @@ class FaceIndex:
                ) -> list[Match]:
         """Photos with a face scoring above ``threshold``, best first, each photo once."""
         matches = []
-        for image_id, score, face_id in search_vectors(self.faiss, self.faces.image_id, vector,
-                                                       threshold, top):
+        found = search_vectors(self.vector_search, self.faces.image_id, vector, threshold, top)
+        for image_id, score, face_id in found:
             x1, y1, x2, y2 = (round(float(v), 1) for v in self.faces.bbox[face_id])
             matches.append(Match(image_id, round(score, 4), (x1, y1, x2, y2), face_id,
                                  int(self.faces.face_id[face_id]), self.images[image_id]))

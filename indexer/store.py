@@ -5,7 +5,10 @@ An index folder holds
 - ``manifest.json``: format version, model pack (name and SHA-256 of each file), embedding
   dimension and metric, index type, counts, source coverage, detection settings, creation
   time, faceaudit version. It is written last: a folder without it is not an index.
-- ``faces.faiss``: a FAISS index of every face's L2-normalised embedding; row i is face i.
+- ``vectors.npy``: every face's L2-normalised embedding, float16, row i for face i (memory-
+  mapped): what the searchable structure is built from, what rebuilds and clustering read.
+- ``faces.faiss``: the searchable structure over those vectors (``faceaudit.indexer.ann``; the
+  manifest's ``index`` section names its type); row i is face i.
 - ``faces/``: per-face arrays as ``.npy`` files (memory-mapped by readers), row i for face i:
   ``image_id`` (int32, row of images.parquet), ``face_id`` (int64, stable across rebuilds),
   ``bbox`` (x1, y1, x2, y2; float32), ``landmarks`` (5x2, float32) and ``score`` (float32),
@@ -37,12 +40,12 @@ from numpy.typing import NDArray
 from typing_extensions import Self
 
 from faceaudit.errors import IndexNotFound
+from faceaudit.indexer.ann import FAISS_FILE, VECTOR_STORE, build_search_index, write_vector_store
 from faceaudit.indexer.readers.base import PROVENANCE_FIELDS, ByteLocation
 
 FORMAT_NAME = "faceaudit-index"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
-FAISS_FILE = "faces.faiss"
 FACES_DIR = "faces"
 SMALL_FACES_DIR = "small_faces"
 IMAGES_FILE = "images.parquet"
@@ -243,14 +246,6 @@ class BoxTable(_Columns):
         return cls(np.empty(0, np.int32), np.empty((0, 4), np.float32))
 
 
-def build_faiss(vectors: NDArray[np.float32], dimension: int) -> faiss.Index:
-    """Exact inner product over L2-normalised vectors, i.e. cosine similarity."""
-    index = faiss.IndexFlatIP(dimension)
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
 def fsync_tree(folder: Path) -> None:
     """Flush every file under ``folder`` and the folders themselves to stable storage, so a
     power cut after the publish swap cannot leave a published index with empty files."""
@@ -275,16 +270,20 @@ def fsync_dir(folder: Path) -> None:
 def write_index_files(
     folder: Path,
     *,
-    vectors: NDArray[np.float32],
+    vectors: NDArray[np.floating],
     faces: FaceTable,
     small_faces: BoxTable,
     images: pa.Table,
     manifest: dict[str, Any],
+    index_type: str = "auto",
 ) -> None:
-    """Write a complete index into ``folder`` (an empty staging folder), manifest last, and
-    flush it all to disk."""
-    dimension = int(manifest["embedding"]["dimension"])
-    faiss.write_index(build_faiss(vectors, dimension), str(folder / FAISS_FILE))
+    """Write a complete index into ``folder`` (an empty staging folder), manifest last (its
+    ``index`` section filled in here), and flush it all to disk."""
+    write_vector_store(folder / VECTOR_STORE, vectors)
+    stored = np.load(folder / VECTOR_STORE, mmap_mode="r")
+    searchable, manifest["index"] = build_search_index(stored, index_type)
+    faiss.write_index(searchable, str(folder / FAISS_FILE))
+    del searchable
     faces.save(folder / FACES_DIR)
     small_faces.save(folder / SMALL_FACES_DIR)
     write_image_table(folder / IMAGES_FILE, images)
