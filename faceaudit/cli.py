@@ -13,7 +13,10 @@ from typing import Annotated
 import typer
 
 from faceaudit import __version__
+from faceaudit.cli_build import OptionalRayAddress, build_index_command
 from faceaudit.cli_removals import app as removals_app
+from faceaudit.cli_report import report as report_command
+from faceaudit.cli_research import app as research_app
 from faceaudit.errors import FaceAuditError
 from faceaudit.models.calibration import MAX_EXPECTED_STRANGERS, MAX_RESULTS
 from faceaudit.models.engine import DetectionSettings
@@ -25,6 +28,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(removals_app, name="removals")
+app.command("report")(report_command)
+app.add_typer(research_app)  # cluster, cohort
+app.command("build-index")(build_index_command)
 
 ModelsOption = Annotated[
     str | None,
@@ -81,7 +87,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-@app.command()
+@app.command(cls=OptionalRayAddress)
 def index(
     source: Annotated[Path, typer.Argument(
         help="A folder of images (read recursively, optional <image>.json provenance "
@@ -117,14 +123,31 @@ def index(
         "--state-dir", envvar="FACEAUDIT_STATE_DIR",
         help="The service's state folder: faces whose removal was requested there are left "
         "out of the index.")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[ADDRESS]",
+        help="Detect and embed on a Ray cluster: --ray alone starts (or, with RAY_ADDRESS, "
+        "joins) a local Ray; --ray HOST:PORT (or auto) joins a cluster. SOURCE and OUT must be "
+        "on storage every host sees at the same path.")] = None,
+    unit_size: Annotated[int, typer.Option(
+        min=1, help="With --ray: images per unit of work of a folder or manifest (an "
+        "img2dataset tar is one unit); finished units are kept and skipped on resume.")
+    ] = 1000,
+    index_type: Annotated[str, typer.Option(
+        "--index-type", metavar="auto|flat|pq-rerank",
+        help="The searchable structure: flat (exact), pq-rerank (compressed codes re-ranked "
+        "exactly; for millions of faces), auto (flat up to 1M faces).")] = "auto",
 ) -> None:
     """Detect and embed every face of SOURCE into a FAISS index at OUT (incremental,
     resumable, published atomically)."""
+    from faceaudit.indexer.ann import INDEX_TYPES
     from faceaudit.indexer.build import build_index, default_dataset_name
     from faceaudit.indexer.readers import open_source
     from faceaudit.indexer.readers.base import parse_field_map
     from faceaudit.removals import suppressed_face_ids
 
+    if index_type not in INDEX_TYPES:
+        raise typer.BadParameter(f"use one of {', '.join(INDEX_TYPES)}",
+                                 param_hint="--index-type")
     try:
         enrichments = _parse_enrich(enrich or [])
         reader = open_source(source, parse_field_map(field_map or []))
@@ -133,9 +156,17 @@ def index(
         engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
                          threshold=det_threshold)
         with _progress_bar() as progress:
-            summary = build_index(reader, out, engine, dataset=name, enrich=enrichments,
-                                  workers=workers, fresh=fresh, progress=progress,
-                                  removed_face_ids=removed)
+            if ray is not None:
+                from faceaudit.indexer.distributed import build_index_on_ray
+
+                summary = build_index_on_ray(
+                    reader, out, engine, address=ray or None, device=device, dataset=name,
+                    enrich=enrichments, workers=workers, unit_size=unit_size, fresh=fresh,
+                    progress=progress, removed_face_ids=removed, index_type=index_type)
+            else:
+                summary = build_index(reader, out, engine, dataset=name, enrich=enrichments,
+                                      workers=workers, fresh=fresh, progress=progress,
+                                      removed_face_ids=removed, index_type=index_type)
     except FaceAuditError as error:
         raise _fail(error) from error
     except KeyboardInterrupt:
@@ -183,6 +214,9 @@ def format_build_summary(summary, out: Path) -> str:  # type: ignore[no-untyped-
             lines.append(f"{name}: {joined.get('matched', 0)} of {joined['needed']} photo ids "
                          f"found ({joined.get('lines', 0)} lines read, "
                          f"{joined.get('malformed', 0)} malformed)")
+    if summary.units:
+        lines.append(f"ray: {summary.units['units']} units, {summary.units['processed']} "
+                     f"processed, {summary.units['resumed']} finished by an earlier run")
     reused = f", {summary.reused_images} unchanged" if summary.reused_images else ""
     removed = f", {summary.removed_images} removed" if summary.removed_images else ""
     lines.append(
@@ -274,33 +308,46 @@ def describe_provenance(provenance: dict[str, str | None]) -> str:
 
 @app.command()
 def serve(
-    index_dir: Annotated[Path, typer.Option("--index", help="Index folder.")],
+    index_dirs: Annotated[list[Path], typer.Option(
+        "--index", help="Index folder; repeat it to serve several indexes: a search searches "
+        "them all, and each photo found names its dataset.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    dataset: Annotated[Path | None, typer.Option(
-        help="Where the indexed photos are now (default: where they were indexed).")] = None,
+    dataset: Annotated[list[Path] | None, typer.Option(
+        help="Where the indexed photos are now (default: where they were indexed); with "
+        "several --index, one --dataset per index, in the same order.")] = None,
     models: ModelsOption = None,
     device: DeviceOption = "auto",
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", envvar="FACEAUDIT_STATE_DIR",
         help="Folder (outside the index) for removal requests and the search audit log; "
         "without it, removal requests are off.")] = None,
+    replicas: Annotated[int | None, typer.Option(
+        min=1, help="Engine replicas detecting and embedding selfies side by side "
+        "(default: one per core on CPU).")] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="onnxruntime threads per replica (default: cores / replicas).")] = None,
 ) -> None:
-    """Serve the search page and HTTP API over an index."""
+    """Serve the search page and HTTP API over one or more indexes."""
     import uvicorn
+    from pydantic import ValidationError
 
     from faceaudit.service.app import create_app
     from faceaudit.service.settings import ServiceSettings
 
-    overrides = {"index": index_dir, "device": device}
-    if models is not None:
-        overrides["models"] = models
-    if dataset is not None:
-        overrides["dataset"] = dataset
+    overrides: dict[str, object] = {"index": index_dirs, "device": device}
+    for name, value in (("models", models), ("dataset", dataset), ("replicas", replicas),
+                        ("threads", threads)):
+        if value is not None:
+            overrides[name] = value
     if state_dir is not None:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         overrides["state_dir"] = state_dir
-    settings = ServiceSettings(**overrides)
+    try:
+        settings = ServiceSettings(**overrides)
+    except ValidationError as error:
+        raise _fail(FaceAuditError("; ".join(e["msg"].removeprefix("Value error, ")
+                                             for e in error.errors()))) from None
     logging.getLogger("faceaudit").setLevel(logging.INFO)  # start-up summary and warnings
     typer.echo(f"faceaudit: open http://{host}:{port}/ in a browser (API docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
@@ -372,7 +419,7 @@ def demo(
           det_threshold=defaults.threshold, workers=2, fresh=False, state_dir=state)
     typer.echo(f"try a selfie from {selfies}, e.g. {selfies / 'yaoming.jpg'}")
     if not no_serve:
-        serve(out / "index", host=host, port=port, dataset=None, models=None, device="auto",
+        serve([out / "index"], host=host, port=port, dataset=None, models=None, device="auto",
               state_dir=state)
 
 
@@ -384,6 +431,9 @@ def eval_command(
         "--pairs", help="LFW pairs file, for 1:1 verification.")] = None,
     threshold: Annotated[float | None, typer.Option(
         help="Search threshold to report (default: the search's).")] = None,
+    cluster_threshold: Annotated[float | None, typer.Option(
+        help="Identity clustering threshold to report (default: what `faceaudit cluster` "
+        "uses for an index of this many faces).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     models: ModelsOption = None,
     device: DeviceOption = "auto",
@@ -399,7 +449,8 @@ def eval_command(
         help="Write the model pack's calibration (default threshold and false-match rates) "
         "from this run to this file.")] = None,
 ) -> None:
-    """Measure verification, 1:N self-search and false-match rates on a labelled DATASET."""
+    """Measure verification, 1:N self-search, false-match rates and identity clustering on
+    a labelled DATASET."""
     from faceaudit.indexer.eval_report import format_report
     from faceaudit.indexer.evaluate import CALIBRATION_SWEEP, evaluate_dataset
     from faceaudit.models.calibration import calibration_from_eval
@@ -411,7 +462,7 @@ def eval_command(
             run = evaluate_dataset(
                 engine, dataset, pairs_file=pairs, workers=workers, progress=progress,
                 threshold=engine.calibration.threshold if threshold is None else threshold,
-                thresholds=CALIBRATION_SWEEP)
+                thresholds=CALIBRATION_SWEEP, cluster_threshold=cluster_threshold)
     except FaceAuditError as error:
         raise _fail(error) from error
     result = run.as_dict()

@@ -3,10 +3,11 @@ the limits every search is held to (no browsing)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sized
+from typing import Any, Protocol
 
 from faceaudit.errors import FaceAuditError
-from faceaudit.indexer.search import FaceIndex, Match
+from faceaudit.indexer.search import Match
 from faceaudit.models.calibration import MEANING, Calibration
 
 # Wide enough for the page's strictness slider (0.20 to 0.90).
@@ -48,7 +49,21 @@ def check_search(calibration: Calibration, index_faces: int, threshold: float, t
                             "most.")
 
 
-def search_response(index: FaceIndex, matches: list[Match], threshold: float,
+class Searched(Protocol):
+    """What a result says about what was searched: a FaceIndex, or the service's several
+    indexes searched as one."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def images(self) -> Sized: ...
+    @property
+    def model_pack(self) -> str: ...
+    @property
+    def dataset(self) -> str: ...
+
+
+def search_response(index: Searched, matches: list[Match], threshold: float,
                     calibration: Calibration, default_threshold: float | None = None, *,
                     min_threshold: float | None = None, threshold_requested: float | None = None
                     ) -> dict[str, Any]:

@@ -62,6 +62,37 @@ def _search(s: dict[str, Any], impostor: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _clustering(c: dict[str, Any]) -> list[str]:
+    def row(mark: str, s: dict[str, Any]) -> str:
+        error, size = s["identities_error"], s.get("index_faces")
+        return (f" {mark}{s['threshold']:<9.3f}  {_number(s['pairwise_precision'])}  "
+                f"{_number(s['pairwise_recall'])}  {_number(s['bcubed_precision'])}  "
+                f"{_number(s['bcubed_recall'])}  {_number(s['bcubed_f1'])}  "
+                f"{s['predicted_identities']:>6} / {s['true_identities']:<6} "
+                f"{'n/a' if error is None else f'{error:+.3f}'}  "
+                f"{'' if size is None else f'{size:,}'}")
+
+    s, guard = c["scores"], c["without_guard"]
+    lines = [
+        f"Identity clustering ({c['method']}, k {c['k']}, min link {c['min_link']:g}): "
+        f"{c['faces']} faces clustered, the {c['scored_faces']} labelled ones scored",
+        "  threshold  pw prec  pw rec   B3 prec  B3 rec   B3 F1   identities      error   "
+        "default for indexes of up to (faces)",
+    ]
+    lines += [row("*" if abs(r["threshold"] - c["threshold"]) < 1e-9 else " ", r)
+              for r in c["sweep"]]
+    lines.append(
+        f"  at threshold {c['threshold']:.3f}: pairwise P/R/F1 {_number(s['pairwise_precision'])}"
+        f" / {_number(s['pairwise_recall'])} / {_number(s['pairwise_f1'])}, BCubed P/R/F1 "
+        f"{_number(s['bcubed_precision'])} / {_number(s['bcubed_recall'])} / "
+        f"{_number(s['bcubed_f1'])}; {s['predicted_identities']} identities estimated for "
+        f"{s['true_identities']} true")
+    lines.append(f"  without the chaining guard: pairwise precision "
+                 f"{_number(guard['pairwise_precision'])}, BCubed F1 {_number(guard['bcubed_f1'])}"
+                 f", {guard['predicted_identities']} identities")
+    return lines
+
+
 def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"faceaudit eval: {result['images']} images, {result['identities']} identities, "
@@ -75,6 +106,8 @@ def format_report(result: dict[str, Any]) -> str:
     if result["verification"] is not None:
         lines += [""] + _verification(result["verification"])
     lines += [""] + _search(result["search"], result["impostor"])
+    if result.get("clustering"):
+        lines += [""] + _clustering(result["clustering"])
     examples = result["search"]["false_match_examples"][:10]
     if examples:
         lines += ["", f"Highest-scoring false matches at {result['search']['threshold']:.3f}:"]

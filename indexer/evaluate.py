@@ -18,6 +18,11 @@ Choices a reader should know:
   single image give the non-mated searches (FPIR). A mated selfie without a face counts as a
   search that found nothing; a non-mated selfie without a face is left out of FPIR, as it
   tests nothing.
+- Clustering: every face of every image is clustered as ``faceaudit cluster`` clusters an
+  index (``faceaudit.indexer.cluster``), and the labelled faces, whose identity is known,
+  are scored (pairwise and BCubed precision and recall, and the identity count against the
+  true one). Faces of unlabelled people in the background take part, as in a real dataset,
+  but are not scored.
 """
 
 from __future__ import annotations
@@ -33,12 +38,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from faceaudit.errors import FaceAuditError
-from faceaudit.indexer import metrics
+from faceaudit.indexer import cluster, metrics
 from faceaudit.indexer.ann import VectorSearch
 from faceaudit.indexer.pipeline import StageTimes, process_images
 from faceaudit.indexer.readers.folder import scan_folder
 from faceaudit.indexer.search import DEFAULT_THRESHOLD, search_vectors
 from faceaudit.indexer.store import STATUS_FAILED
+from faceaudit.models.calibration import Calibration
 from faceaudit.models.engine import FaceEngine
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,9 @@ NO_FACE_SCORE = -1.0
 MAX_IMPOSTOR_FACES = 20_000
 IMPOSTOR_BLOCK = 1024
 EXAMPLES = 20
+# Clustering thresholds reported: from where lfw-dev's strangers start to chain people
+# together to what an index of about 10^7 faces uses.
+CLUSTER_SWEEP = np.round(np.arange(0.30, 0.60 + 1e-9, 0.025), 3)
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,25 @@ class SearchReport:
 
 
 @dataclass(frozen=True)
+class ClusteringReport:
+    """Identity clustering (``faceaudit cluster``) scored on the labelled faces.
+    ``scores``: ``metrics.ClusterScores`` at ``threshold`` with its ``identities_error``;
+    ``without_guard``: the same with the chaining guard off (connected components);
+    ``sweep``: the scores per threshold, each with ``index_faces``, the index size whose
+    default threshold it is (None below the base threshold, or uncalibrated)."""
+
+    faces: int  # every face found, all clustered
+    scored_faces: int  # the labelled ones, scored
+    k: int
+    min_link: float
+    threshold: float
+    method: str
+    scores: dict[str, Any]
+    without_guard: dict[str, Any]
+    sweep: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class EvalReport:
     images: int
     identities: int
@@ -202,6 +230,7 @@ class EvalReport:
     verification: VerificationReport | None
     search: SearchReport
     impostor: ImpostorReport
+    clustering: ClusteringReport | None = None
 
 
 def _labelled_vector(faces: ExtractedFaces) -> NDArray[np.float32] | None:
@@ -404,6 +433,59 @@ def self_search(
     )
 
 
+def _scores(true: NDArray[np.int64], predicted: NDArray[np.int64]) -> dict[str, Any]:
+    scores = metrics.cluster_scores(true, predicted)
+    return {**asdict(scores), "identities_error": scores.identities_error}
+
+
+def cluster_quality(
+    dataset: Dataset,
+    extracted: Mapping[str, ExtractedFaces],
+    *,
+    threshold: float | None = None,
+    calibration: Calibration | None = None,
+    thresholds: Sequence[float] | NDArray[np.floating] = CLUSTER_SWEEP,
+    k: int = cluster.DEFAULT_K,
+    min_link: float = cluster.DEFAULT_MIN_LINK,
+) -> ClusteringReport:
+    """Cluster every extracted face and score the labelled ones. ``threshold`` defaults to
+    what ``faceaudit cluster`` uses for an index of this many faces under ``calibration``
+    (BASE_THRESHOLD without one)."""
+    vectors: list[NDArray[np.float32]] = []
+    labelled_rows: list[int] = []
+    owners: list[int] = []
+    for number, paths in enumerate(dataset.identities.values()):
+        for path in paths:
+            faces = extracted[path]
+            if faces.labelled is not None:
+                labelled_rows.append(len(vectors) + faces.labelled)
+                owners.append(number)
+            vectors.extend(faces.vectors)
+    dimension = next((f.vectors.shape[1] for f in extracted.values() if len(f.vectors)), 1)
+    matrix = (np.array(vectors, np.float32) if vectors
+              else np.empty((0, dimension), np.float32))
+    if threshold is None:
+        threshold = (cluster.default_threshold(calibration, len(matrix)) if calibration
+                     else cluster.BASE_THRESHOLD)
+    sweep = sorted({float(t) for t in thresholds})
+    search = cluster.neighbour_search(VectorSearch.in_memory(matrix))
+    graph = cluster.knn_graph(matrix, k, min([threshold, *sweep]), search)
+    rows, true = np.array(labelled_rows, np.int64), np.array(owners, np.int64)
+
+    def scored(at: float, guard: float) -> dict[str, Any]:
+        groups = cluster.agglomerate(graph.above(at), min_link=guard)
+        return _scores(true, cluster.number_by_size(groups)[0][rows])
+
+    return ClusteringReport(
+        faces=len(matrix), scored_faces=len(rows), k=k, min_link=min_link,
+        threshold=threshold, method=cluster.METHOD,
+        scores=scored(threshold, min_link), without_guard=scored(threshold, 0.0),
+        sweep=[{"threshold": t, "index_faces": (None if calibration is None else
+                                                cluster.index_size_for(calibration, t)),
+                **scored(t, min_link)} for t in sweep],
+    )
+
+
 def run_eval(
     dataset: Dataset,
     extracted: Mapping[str, ExtractedFaces],
@@ -411,11 +493,15 @@ def run_eval(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     thresholds: Sequence[float] | NDArray[np.floating] = SWEEP,
+    cluster_threshold: float | None = None,
+    calibration: Calibration | None = None,
 ) -> EvalReport:
     """The whole protocol on faces already extracted for every image of ``dataset``.
 
     ``threshold`` is the search threshold reported on its own (the service's default);
-    ``thresholds`` the sweep, also used for the impostor FMR curve.
+    ``thresholds`` the sweep, also used for the impostor FMR curve. ``cluster_threshold``:
+    the clustering threshold reported on its own (default: ``faceaudit cluster``'s for this
+    many faces under ``calibration``).
     """
     sweep = np.asarray(thresholds, np.float64)
     paths = dataset.paths
@@ -432,6 +518,8 @@ def run_eval(
         verification=None if pairs is None else verify_pairs(pairs, extracted),
         search=self_search(dataset, extracted, sweep, threshold),
         impostor=impostor_fmr(dataset, extracted, sweep),
+        clustering=cluster_quality(dataset, extracted, threshold=cluster_threshold,
+                                   calibration=calibration),
     )
 
 
@@ -476,11 +564,13 @@ def evaluate_dataset(
     pairs_file: Path | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     thresholds: Sequence[float] | NDArray[np.floating] = SWEEP,
+    cluster_threshold: float | None = None,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalRun:
     """Extract every image of the dataset at ``root`` once with ``engine``, then run the
     protocol (``run_eval``). ``pairs_file``: LFW pairs for verification (optional).
+    ``cluster_threshold``: as for ``run_eval`` (default: under the engine's calibration).
     ``progress(done, total)`` is called after each image."""
     started = time.perf_counter()
     pairs = None
@@ -495,7 +585,8 @@ def evaluate_dataset(
     times = StageTimes()
     extracted = extract_with_engine(engine, dataset, workers=workers, times=times,
                                     progress=progress)
-    report = run_eval(dataset, extracted, pairs, threshold=threshold, thresholds=thresholds)
+    report = run_eval(dataset, extracted, pairs, threshold=threshold, thresholds=thresholds,
+                      cluster_threshold=cluster_threshold, calibration=engine.calibration)
     seconds = time.perf_counter() - started
     log.info("eval stage seconds: %s", times.as_dict())
     return EvalRun(report, engine.pack.name, dict(engine.sha256), engine.detection.as_dict(),

@@ -127,8 +127,25 @@ def records_to_table(records: Iterable[ImageRecord]) -> pa.Table:
 
 
 def write_image_table(path: Path, table: pa.Table) -> None:
-    pq.write_table(table.select(list(_FIELD_NAMES)).cast(IMAGE_SCHEMA), path,
-                   row_group_size=ROW_GROUP_SIZE, compression="zstd")
+    with ImageTableWriter(path) as writer:
+        writer.write(table)
+
+
+class ImageTableWriter:
+    """``images.parquet`` written a table at a time (row groups of ROW_GROUP_SIZE rows)."""
+
+    def __init__(self, path: Path) -> None:
+        self._writer = pq.ParquetWriter(path, IMAGE_SCHEMA, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table.select(list(_FIELD_NAMES)).cast(IMAGE_SCHEMA),
+                                 row_group_size=ROW_GROUP_SIZE)
+
+    def __enter__(self) -> ImageTableWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer.close()
 
 
 def read_image_table(path: Path) -> pa.Table:
@@ -140,39 +157,41 @@ def record_from_row(row: dict[str, Any]) -> ImageRecord:
 
 
 class ImageTable:
-    """The images of an index, read lazily from ``images.parquet``: a lookup decodes one row
-    group (8,192 rows) and a few recent ones stay cached. Thread-safe."""
+    """The images of an index, read lazily from ``images.parquet``: a lookup reads one row
+    group (8,192 rows) as Arrow, a few recent ones stay cached, and only the row asked for
+    becomes Python objects. Thread-safe."""
 
-    def __init__(self, path: Path, cached_groups: int = 8) -> None:
+    def __init__(self, path: Path, cached_groups: int = 16) -> None:
         self._file = pq.ParquetFile(path, memory_map=True)
         meta = self._file.metadata
         self._starts = np.cumsum([0] + [meta.row_group(i).num_rows
                                         for i in range(meta.num_row_groups)])
-        self._cache: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._cache: OrderedDict[int, pa.Table] = OrderedDict()
         self._cached_groups = cached_groups
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def _group(self, number: int) -> list[dict[str, Any]]:
+    def _group(self, number: int) -> pa.Table:
         with self._lock:
-            rows = self._cache.get(number)
-            if rows is not None:
+            group = self._cache.get(number)
+            if group is not None:
                 self._cache.move_to_end(number)
-                return rows
-        rows = self._file.read_row_group(number).to_pylist()
-        with self._lock:
-            self._cache[number] = rows
+                return group
+            # Read under the lock: ParquetFile is not safe to read from several threads.
+            group = self._file.read_row_group(number)
+            self._cache[number] = group
             while len(self._cache) > self._cached_groups:
                 self._cache.popitem(last=False)
-        return rows
+        return group
 
     def __getitem__(self, image_id: int) -> ImageRecord:
         if not 0 <= image_id < len(self):
             raise IndexError(f"image id {image_id} out of range")
         group = int(np.searchsorted(self._starts, image_id, side="right")) - 1
-        return record_from_row(self._group(group)[image_id - int(self._starts[group])])
+        row = self._group(group).slice(image_id - int(self._starts[group]), 1).to_pylist()[0]
+        return record_from_row(row)
 
     def __iter__(self) -> Iterator[ImageRecord]:
         for batch in self._file.iter_batches(batch_size=ROW_GROUP_SIZE):
@@ -280,13 +299,21 @@ def write_index_files(
     """Write a complete index into ``folder`` (an empty staging folder), manifest last (its
     ``index`` section filled in here), and flush it all to disk."""
     write_vector_store(folder / VECTOR_STORE, vectors)
-    stored = np.load(folder / VECTOR_STORE, mmap_mode="r")
-    searchable, manifest["index"] = build_search_index(stored, index_type)
-    faiss.write_index(searchable, str(folder / FAISS_FILE))
-    del searchable
     faces.save(folder / FACES_DIR)
     small_faces.save(folder / SMALL_FACES_DIR)
     write_image_table(folder / IMAGES_FILE, images)
+    finish_index_files(folder, manifest, index_type)
+
+
+def finish_index_files(folder: Path, manifest: dict[str, Any], index_type: str = "auto") -> None:
+    """Complete an index folder whose vector store and tables are written: build the
+    searchable structure from the (memory-mapped) store, write the manifest last (its
+    ``index`` section filled in here), and flush everything to disk."""
+    stored = np.load(folder / VECTOR_STORE, mmap_mode="r")
+    searchable, manifest["index"] = build_search_index(stored, index_type)
+    del stored
+    faiss.write_index(searchable, str(folder / FAISS_FILE))
+    del searchable
     with open(folder / MANIFEST, "w", encoding="utf-8") as stream:
         json.dump(manifest, stream, indent=2)
         stream.write("\n")

@@ -21,9 +21,10 @@ from numpy.typing import NDArray
 from skimage.transform import SimilarityTransform
 
 from faceaudit.imaging import DecodedImage
+from faceaudit.models.batched_detection import BatchedDetector
 from faceaudit.models.calibration import load_calibration
 from faceaudit.models.packs import ModelPack, read_verified
-from faceaudit.models.sessions import Device, choose_providers, create_session
+from faceaudit.models.sessions import CUDA, Device, choose_providers, create_session
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class DetectedFace:
 
 
 COARSE_SIZE = 320
+# Recognizer crops per run at most: a GPU is kept busy only by large batches; a CPU indexes a
+# photo at a time, and 32 bounds the batch of a crowded photo.
+CPU_BATCH = 32
+GPU_BATCH = 256
 
 
 def align_face(
@@ -89,7 +94,11 @@ def _round_up(value: float, multiple: int = 32) -> int:
 
 class FaceEngine:
     """Detector + recognizer of one model pack, on one device. Thread-compatible, not
-    thread-safe: give each worker thread its own engine or serialise calls."""
+    thread-safe: give each worker thread its own engine or serialise calls.
+
+    ``batch_size``: recognizer crops per run (default 256 on CUDA, 32 on a CPU); the indexing
+    pipeline also gathers that many photos per ``detect_all_batch``. ``batched``: whether the
+    pipeline detects photos in batches (default: on CUDA only; it works on any device)."""
 
     def __init__(
         self,
@@ -98,14 +107,20 @@ class FaceEngine:
         device: Device = "auto",
         detection: DetectionSettings | None = None,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
+        batched: bool | None = None,
         _verified: dict[str, tuple[bytes, str]] | None = None,
     ) -> None:
         self.pack = pack
         self.detection = detection or DetectionSettings()
-        self.batch_size = batch_size
         self.threads = threads
         self.providers = choose_providers(device)
+        on_gpu = self.providers[0] == CUDA
+        self.batch_size = batch_size or (GPU_BATCH if on_gpu else CPU_BATCH)
+        self.batched = on_gpu if batched is None else batched
+        # On a GPU every run's batch is a power of two (padded with blank inputs): a few fixed
+        # shapes, each tuned once by cuDNN, instead of a new one for every odd-sized batch.
+        self._fixed_batches = on_gpu
         self._device: Device = device
         self._verified = _verified or {f.role: read_verified(f) for f in pack.files}
         self.sha256 = {f.path.name: self._verified[f.role][1] for f in pack.files}
@@ -121,6 +136,12 @@ class FaceEngine:
             static_shape_sessions=False,
         )
         self._detector.prepare(0, det_thresh=self.detection.threshold, nms_thresh=0.4)
+        # A graph without a batch dimension (some SCRFD exports fold it into the anchors) is
+        # run one photo at a time by detect_all_batch.
+        self._batched_detector = (
+            BatchedDetector(self._detector, fixed_batches=self._fixed_batches)
+            if self._detector.batched and self._detector.use_kps else None
+        )
         self._recognizer = ArcFaceONNX(
             model_file=str(pack.recognizer.path), session=sessions["recognizer"]
         )
@@ -131,7 +152,8 @@ class FaceEngine:
         """Another engine with the same models and settings, for a parallel worker; the model
         bytes already verified are reused, not read and hashed again."""
         return FaceEngine(self.pack, device=self._device, detection=self.detection,
-                          threads=threads, batch_size=self.batch_size, _verified=self._verified)
+                          threads=threads, batch_size=self.batch_size, batched=self.batched,
+                          _verified=self._verified)
 
     @property
     def device(self) -> str:
@@ -164,6 +186,36 @@ class FaceEngine:
         boxes, landmarks = self._detector.detect(
             bgr, input_size=self.detector_input_sizes(width, height)
         )
+        return self._faces(image, boxes, landmarks)
+
+    def detect_all_batch(self, images: Sequence[DecodedImage]
+                         ) -> list[list[DetectedFace] | Exception]:
+        """``detect_all`` of each photo (the same faces), the detector run on many photos at
+        once (see ``batched_detection``). A photo that fails gives its exception in its place;
+        the others are unaffected."""
+        if self._batched_detector is None:
+            return [self._detect_or_error(image) for image in images]
+        found = self._batched_detector.detect([image.pixels for image in images],
+                                              self.detector_input_sizes)
+        results: list[list[DetectedFace] | Exception] = []
+        for image, result in zip(images, found, strict=True):
+            try:
+                results.append(result if isinstance(result, Exception)
+                               else self._faces(image, *result))
+            except Exception as error:
+                results.append(error)
+        return results
+
+    def _detect_or_error(self, image: DecodedImage) -> list[DetectedFace] | Exception:
+        try:
+            return self.detect_all(image)
+        except Exception as error:
+            return error
+
+    @staticmethod
+    def _faces(image: DecodedImage, boxes: NDArray[np.float32], landmarks: NDArray[np.float32]
+               ) -> list[DetectedFace]:
+        """SCRFD's output in the decoded pixels -> faces in full-size photo coordinates."""
         faces = []
         for box, points in zip(boxes, landmarks, strict=True):
             bbox = tuple(float(v) / image.scale for v in box[:4])
@@ -182,17 +234,23 @@ class FaceEngine:
 
     def align(self, image: DecodedImage, faces: Sequence[DetectedFace]) -> list[NDArray[np.uint8]]:
         """112x112 BGR crops aligned on the ArcFace template, one per face."""
-        bgr = np.ascontiguousarray(image.pixels[:, :, ::-1])
-        return [align_face(bgr, face.landmarks * image.scale, self.crop_size) for face in faces]
+        # The RGB photo warped, then each crop's channels swapped: the same crops as warping a
+        # BGR copy of the whole photo, without that copy.
+        crops = (align_face(image.pixels, face.landmarks * image.scale, self.crop_size)
+                 for face in faces)
+        return [np.ascontiguousarray(crop[..., ::-1]) for crop in crops]
 
     def embed_crops(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """L2-normalised embeddings, (len(crops), dimension), the recognizer run in batches."""
         if not crops:
             return np.empty((0, self.dimension), dtype=np.float32)
-        parts = [
-            self._recognizer.get_feat(list(crops[start : start + self.batch_size]))
-            for start in range(0, len(crops), self.batch_size)
-        ]
+        parts = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = list(crops[start : start + self.batch_size])
+            count = len(batch)
+            if self._fixed_batches and count & (count - 1):  # see batched_detection
+                batch += [np.zeros_like(batch[0])] * ((1 << count.bit_length()) - count)
+            parts.append(self._recognizer.get_feat(batch)[:count])
         vectors = np.concatenate(parts).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
         return vectors

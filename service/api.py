@@ -1,5 +1,5 @@
-"""The HTTP API: health, service info, search by selfie, thumbnails of the photos and faces
-found."""
+"""The HTTP API: health, service info, search by selfie (of every index served), thumbnails of
+the photos and faces found."""
 
 from __future__ import annotations
 
@@ -13,20 +13,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from faceaudit.errors import MultipleFaces, NoFaceFound
-from faceaudit.imaging import decode_image
 from faceaudit.indexer.search import FaceIndex, Match
 from faceaudit.results import GUIDE_THRESHOLDS, search_response
-from faceaudit.service.deps import IndexDep, Services, ServicesDep, check_rate_limit
-from faceaudit.service.errors import ERROR_RESPONSES, ErrorResponse, InvalidParameter
-from faceaudit.service.schemas import Health, Info, SearchResult
+from faceaudit.service.catalog import IndexGroup, Published, ServedIndex
+from faceaudit.service.deps import Services, ServicesDep, check_rate_limit
+from faceaudit.service.errors import ERROR_RESPONSES, ErrorResponse, InvalidParameter, ServiceBusy
+from faceaudit.service.schemas import Health, IndexEntry, Info, SearchResult
 from faceaudit.service.thumbnails import (
     FACE_SIZE,
+    ThumbnailNotFound,
     ThumbnailTokens,
     View,
     linked_face,
     photo_bytes,
     render_face,
     render_thumbnail,
+    token_slot,
 )
 from faceaudit.service.uploads import (
     Part,
@@ -77,25 +79,24 @@ class SearchOptions(BaseModel):
 
 
 def search_options(form: dict[str, Part], services: Services, threshold: float | None,
-                   top: int | None, index: FaceIndex | None = None) -> SearchOptions:
-    """Form fields over query parameters over the server's defaults, for a search of ``index``
-    (default: the one served now). No browsing: a threshold below the index's floor is raised
-    to it (the response says so: refusing instead would fail a page whose slider was set
-    before the index grew), and ``top`` is capped at max_results."""
+                   top: int | None, group: IndexGroup) -> SearchOptions:
+    """Form fields over query parameters over the server's defaults, for a search of the
+    indexes of ``group``. No browsing: a threshold below their floor is raised to it (the
+    response says so: refusing instead would fail a page whose slider was set before the index
+    grew), and ``top`` is capped at max_results."""
     settings = services.settings
-    index = services.index if index is None else index
     values: dict[str, Any] = {"top": settings.max_results}
     values.update({k: v for k, v in {"threshold": threshold, "top": top}.items() if v is not None})
     values.update({k: form[k].text() for k in ("threshold", "top") if k in form})
     requested = "threshold" in values
-    values.setdefault("threshold", default_threshold(services, index))
+    values.setdefault("threshold", default_threshold(services, group))
     try:
         options = SearchOptions.model_validate(values)
     except ValidationError as error:
         raise InvalidParameter("; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
         )) from None
-    floor = min_threshold(services, index)
+    floor = min_threshold(services, group)
     options.threshold_requested = options.threshold if requested else None
     options.min_threshold = floor
     options.threshold = max(options.threshold, floor)
@@ -103,43 +104,45 @@ def search_options(form: dict[str, Part], services: Services, threshold: float |
     return options
 
 
-def min_threshold(services: Services, index: FaceIndex | None = None) -> float:
-    """The lowest threshold any search of this index runs at: above it, at most
-    max_expected_strangers faces of other people are expected per search."""
-    size = (services.index if index is None else index).size
-    return services.engine.calibration.min_threshold(size,
+def min_threshold(services: Services, group: IndexGroup) -> float:
+    """The lowest threshold any search of these indexes runs at: above it, at most
+    max_expected_strangers faces of other people are expected per search (of all of them:
+    the bound is per search, however many indexes it searches)."""
+    return services.engine.calibration.min_threshold(group.size,
                                                      services.settings.max_expected_strangers)
 
 
-def default_threshold(services: Services, index: FaceIndex | None = None) -> float:
-    """The operator's threshold if set, else the model pack's operating threshold at this
-    index's size (see Calibration.operating_threshold); never below the floor."""
-    index = services.index if index is None else index
+def default_threshold(services: Services, group: IndexGroup) -> float:
+    """The operator's threshold if set, else the model pack's operating threshold at the size
+    of the indexes searched (see Calibration.operating_threshold); never below the floor."""
     settings = services.settings
     chosen = (settings.threshold if settings.threshold is not None else
               services.engine.calibration.operating_threshold(
-                  index.size, settings.target_expected_strangers))
-    return max(chosen, min_threshold(services, index))
+                  group.size, settings.target_expected_strangers))
+    return max(chosen, min_threshold(services, group))
 
 
 @router.get("/healthz", response_model=Health)
-def healthz(index: IndexDep) -> Health:
-    return Health(model_pack=index.model_pack, index_size=index.size, images=len(index.images))
+def healthz(services: ServicesDep) -> Health:
+    """200 once the models and every index are loaded (uvicorn takes no connection before)."""
+    group = services.catalog.group()
+    return Health(model_pack=group.model_pack, index_size=group.size, images=len(group.images))
 
 
 @router.get("/api/info", response_model=Info)
 def info(services: ServicesDep) -> Info:
-    """What a client needs before its first search: the index, the default threshold and what
-    thresholds mean for this index, the upload limit."""
-    index, calibration = services.index, services.engine.calibration
+    """What a client needs before its first search: the indexes, the default threshold and
+    what thresholds mean for indexes of their size, the upload limit."""
+    group, calibration = services.catalog.group(), services.engine.calibration
     return Info(
-        model_pack=index.model_pack,
-        index_size=index.size,
-        index_images=len(index.images),
+        model_pack=group.model_pack,
+        index_size=group.size,
+        index_images=len(group.images),
+        indexes=[IndexEntry.model_validate(entry) for entry in group.summary()],
         calibrated=calibration.calibrated,
-        default_threshold=default_threshold(services, index),
-        min_threshold=min_threshold(services, index),
-        threshold_guide=calibration.guide(index.size, GUIDE_THRESHOLDS),
+        default_threshold=default_threshold(services, group),
+        min_threshold=min_threshold(services, group),
+        threshold_guide=calibration.guide(group.size, GUIDE_THRESHOLDS),
         max_upload_bytes=services.settings.max_upload_bytes,
         max_results=services.settings.max_results,
     )
@@ -159,40 +162,57 @@ async def search(
     threshold: Annotated[float | None, Query(gt=0, le=1, description=_THRESHOLD_DOC)] = None,
     top: Annotated[int | None, Query(ge=1, description=_TOP_DOC)] = None,
 ) -> dict[str, Any]:
-    """Every indexed photo with a face like the one in the selfie, best first.
+    """Every photo of the indexes served with a face like the one in the selfie, best first,
+    each naming its dataset.
 
     The body is read and parsed in memory (see faceaudit.service.uploads): the selfie is never
-    written to disk nor logged.
+    written to disk nor logged. At most ``max_searches`` searches are taken at once; beyond
+    that the answer is 503 with Retry-After.
     """
+    try:
+        with services.admission.admit():
+            return await _search(request, response, services, threshold, top)
+    except ServiceBusy:  # refused on admission: nothing was read yet
+        await _discard_body(request)
+        raise
+
+
+async def _search(request: Request, response: Response, services: Services,
+                  threshold: float | None, top: int | None) -> dict[str, Any]:
     settings = services.settings
     form = await _read_form(request, settings.max_upload_bytes + FORM_OVERHEAD)
     selfie = file_field(form, SELFIE_FIELD, settings.max_upload_bytes)
-    published = services.published  # one index for the whole request, even across a reload
-    options = search_options(form, services, threshold, top, published.index)
-    decoded = await run_in_threadpool(decode_image, selfie,
-                                      max_pixels=settings.max_upload_pixels,
-                                      max_side=settings.selfie_max_side)
-    del form, selfie  # the upload's bytes need not wait for the engine lock with us
+    group = services.catalog.group()  # one version of each index for the whole request
+    options = search_options(form, services, threshold, top, group)
+    del form
     try:
-        matches = await services.search(published.index, decoded, options.threshold,
-                                         options.top)
+        found = await services.search(group, selfie, options.threshold, options.top)
     except (NoFaceFound, MultipleFaces) as error:
-        await services.log_search(published.index, options.threshold, results=0,
+        await services.log_search(group, options.threshold, results=0,
                                   faces=getattr(error, "count", 0), outcome=error.code)
         raise
-    result = search_response(published.index, matches, options.threshold,
-                             services.engine.calibration,
-                             default_threshold(services, published.index),
+    result = search_response(group, [f.match for f in found], options.threshold,
+                             services.engine.calibration, default_threshold(services, group),
                              min_threshold=options.min_threshold,
                              threshold_requested=options.threshold_requested)
-    for out, match in zip(result["matches"], matches, strict=True):
-        out.update(_photo_fields(request, published.tokens, match))
-        out["match_id"] = (services.match_ids.issue(published.index, match)
+    result["indexes"] = group.summary()
+    for out, item in zip(result["matches"], found, strict=True):
+        published = group.published[item.slot]
+        out["dataset"] = published.index.dataset
+        out.update(_photo_fields(request, published.tokens, item.match))
+        out["match_id"] = (services.match_ids.issue(published.index, item.match)
                            if services.match_ids is not None else None)
-    await services.log_search(published.index, options.threshold, faces=1,
+    await services.log_search(group, options.threshold, faces=1,
                               results=len(result["matches"]))
     response.headers["Cache-Control"] = "no-store"
     return result
+
+
+async def _discard_body(request: Request) -> None:
+    """Read what is left of a refused body (bounded), so that the client reads the refusal."""
+    with contextlib.suppress(ClientDisconnect):
+        await discard_rest(request.stream(),
+                           content_length=request.headers.get("content-length"))
 
 
 async def _read_form(request: Request, max_bytes: int) -> dict[str, Part]:
@@ -233,10 +253,10 @@ def _photo_fields(request: Request, tokens: ThumbnailTokens, match: Match) -> di
 async def thumbnail(token: str, services: ServicesDep) -> Response:
     """A thumbnail of a photo found by a search, through the link the search returned, every
     face but the matched one blurred."""
-    published = services.published
+    served, published = _linked(services, token)
     image_id, face = published.tokens.verify(View.PHOTO, token)
-    data = await run_in_threadpool(_thumbnail, services.photos_root, published.index, image_id,
-                                   face, services.settings.thumbnail_size)
+    data = await run_in_threadpool(_thumbnail, served.photos_root(published), published.index,
+                                   image_id, face, services.settings.thumbnail_size)
     return Response(data, media_type="image/jpeg", headers={
         "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
     })
@@ -257,12 +277,22 @@ async def face_thumbnail(token: str, services: ServicesDep) -> Response:
     """A close-up of the face that matched, through the link the search returned: in a group
     photo the face is too small in the thumbnail to tell who it is. Neighbouring faces that
     reach into it are blurred."""
-    published = services.published
+    served, published = _linked(services, token)
     image_id, face = published.tokens.verify(View.CLOSE_UP, token)
-    data = await run_in_threadpool(_face, services.photos_root, published.index, image_id, face)
+    data = await run_in_threadpool(_face, served.photos_root(published), published.index,
+                                   image_id, face)
     return Response(data, media_type="image/jpeg", headers={
         "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
     })
+
+
+def _linked(services: Services, token: str) -> tuple[ServedIndex, Published]:
+    """The index a link names and what is published there now (the link is checked by its
+    tokens: one issued before a new index was published there is refused)."""
+    served = services.catalog.slot(token_slot(token))
+    if served is None:
+        raise ThumbnailNotFound("This link is not for an index of this service: search again.")
+    return served, served.published
 
 
 def _thumbnail(root: Path, index: FaceIndex, image_id: int, face: int, size: int) -> bytes:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
@@ -66,18 +67,22 @@ class SecurityHeaders:
 
 
 def create_app(settings: ServiceSettings, *, engine: FaceEngine | None = None) -> FastAPI:
-    """The app over ``settings.index``. ``engine``: an engine already loaded (tests share one);
-    by default the lifespan loads the one ``settings`` names. Start-up fails when the index was
-    built with another model pack."""
+    """The app over the indexes of ``settings.index``. ``engine``: an engine already loaded
+    (tests share one; the lifespan adds replicas of it); by default the lifespan loads the one
+    ``settings`` names. Start-up fails when an index was built with another model pack."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = load_services(settings, engine)
+        services = app.state.services = load_services(settings, engine)
         try:
-            yield
+            async with anyio.create_task_group() as background:
+                if settings.reload_interval is not None:  # newly published indexes
+                    background.start_soon(services.catalog.watch, settings.reload_interval)
+                yield
+                background.cancel_scope.cancel()
         finally:
-            del app.state.services  # the last reference to engine and index: free them
-            log.info("released the engine and the index")
+            del app.state.services, services  # the last references to engines and indexes
+            log.info("released the engines and the indexes")
 
     app = FastAPI(
         title="faceaudit",

@@ -49,6 +49,16 @@ class ServiceNotReady(FaceAuditError):
     code = "not_ready"
 
 
+class ServiceBusy(FaceAuditError):
+    """More searches at once than the service admits (settings.max_searches)."""
+
+    code = "busy"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 STATUS: dict[type[FaceAuditError], int] = {
     UnreadableImage: 400,
     MalformedUpload: 400,
@@ -68,6 +78,7 @@ STATUS: dict[type[FaceAuditError], int] = {
     IndexNotFound: 503,
     IncompatibleIndex: 503,
     ServiceNotReady: 503,
+    ServiceBusy: 503,
 }
 
 
@@ -97,13 +108,13 @@ def error_response(status: int, code: str, message: str, *, headers: dict[str, s
 async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, FaceAuditError)
     status = status_of(error)
-    if status >= 500:
+    if status >= 500 and not isinstance(error, ServiceBusy):  # busy: the bound at work
         log.error("%s %s failed: %s", request.method, request.url.path, error.message)
     extra: dict[str, Any] = {}
     headers = None
     if isinstance(error, MultipleFaces):
         extra["count"] = error.count
-    if isinstance(error, RateLimited):
+    if isinstance(error, (RateLimited, ServiceBusy)):
         headers = {"Retry-After": str(error.retry_after)}
     return error_response(status, error.code, error.message, headers=headers, **extra)
 
@@ -155,5 +166,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         415: "The body is not multipart/form-data.",
         422: "No face, several faces, a missing selfie field or an invalid parameter.",
         429: "Too many searches from this address.",
+        503: "The service is starting, or busy with as many searches as it takes at once: "
+             "try again after Retry-After seconds.",
     }.items()
 }

@@ -179,14 +179,32 @@ def _checked(body: RemovalBody) -> RemovalBody:
     return body.model_copy(update={"contact": contact})
 
 
-def _resolve(index: FaceIndex, match_ids: MatchIds, ids: list[str]) -> list[RemovedPhoto]:
-    rows = []
+def _open(indexes: list[FaceIndex], match_ids: MatchIds, match_id: str
+          ) -> tuple[int, tuple[int, int]]:
+    """(which of ``indexes``, (image row, face row)) of a match id a search issued: each id
+    names the index it was issued for (see MatchIds), so at most one accepts it."""
+    refused: InvalidMatchId | None = None
+    for number, index in enumerate(indexes):
+        try:
+            return number, match_ids.open(index, match_id)
+        except InvalidMatchId as error:
+            refused = error
+    assert refused is not None  # a service serves at least one index
+    raise refused
+
+
+def _resolve(indexes: list[FaceIndex], match_ids: MatchIds, ids: list[str]
+             ) -> list[RemovedPhoto]:
+    """The photos the match ids name, in whichever of the indexes served each was found."""
+    rows: dict[int, list[tuple[int, int]]] = {}
     for position, match_id in enumerate(ids):
         try:
-            rows.append(match_ids.open(index, match_id))
+            number, row = _open(indexes, match_ids, match_id)
         except InvalidMatchId as error:
             raise type(error)(f"matches[{position}]: {error.message}") from None
-    return photos_to_remove(index, rows)
+        rows.setdefault(number, []).append(row)
+    return [photo for number, found in rows.items()
+            for photo in photos_to_remove(indexes[number], found)]
 
 
 # --- the letter ------------------------------------------------------------------------------
@@ -285,8 +303,8 @@ async def request_removal(request: Request, response: Response,
     contact is known."""
     store, match_ids = _removals(services)
     body = _checked(await _read_json(request, RemovalBody))
-    index = services.published.index
-    photos = await run_in_threadpool(_resolve, index, match_ids, body.matches)
+    indexes = services.catalog.group().indexes
+    photos = await run_in_threadpool(_resolve, indexes, match_ids, body.matches)
     recorded = await run_in_threadpool(store.record_request, photos, body.contact)
     response.headers["Cache-Control"] = "no-store"
     return receipt(recorded, services.settings.dataset_contacts)

@@ -19,13 +19,25 @@ _EXPECTED_DOC = (
 )
 
 
+class IndexEntry(BaseModel):
+    """One of the indexes served."""
+
+    dataset: str = Field(description="The dataset it indexes.")
+    index_size: int = Field(description="Faces in it.")
+    index_images: int = Field(description="Photos in it, with or without faces.")
+
+
+_INDEXES_DOC = ("Every index served, in the order given to the service; a search searches "
+                "them all, and the sizes above are their sums.")
+
+
 class Health(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     status: str = "ok"
     model_pack: str
-    index_size: int = Field(description="Faces in the index.")
-    images: int = Field(description="Photos in the index, with or without faces.")
+    index_size: int = Field(description="Faces in the indexes served.")
+    images: int = Field(description="Photos in the indexes served, with or without faces.")
 
 
 class GuidePoint(BaseModel):
@@ -39,8 +51,9 @@ class IndexSummary(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     model_pack: str
-    index_size: int = Field(description="Faces in the index.")
-    index_images: int = Field(description="Photos in the index, with or without faces.")
+    index_size: int = Field(description="Faces in the indexes searched.")
+    index_images: int = Field(description="Photos in the indexes, with or without faces.")
+    indexes: list[IndexEntry] = Field(description=_INDEXES_DOC)
     calibrated: bool = Field(description="Whether the model pack has a calibrated false-match "
                              "rate; if not, expected_false_matches are null.")
     default_threshold: float = Field(
@@ -86,6 +99,7 @@ class Provenance(BaseModel):
 class MatchOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    dataset: str = Field(description="The dataset of the index the photo was found in.")
     image: str = Field(description="The photo within the dataset: its path, or shard/member.")
     image_key: str = Field(description="The photo's stable key: dataset:photo_id, or "
                            "dataset:sha256:... when the platform gives no id.")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from faceaudit.models.calibration import (
     MAX_EXPECTED_STRANGERS,
@@ -14,16 +17,24 @@ from faceaudit.models.calibration import (
 )
 from faceaudit.models.sessions import Device
 
+# Several folders in one environment variable: a JSON list, or paths separated as in PATH.
+Folders = Annotated[list[Path], NoDecode]
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEAUDIT_", protected_namespaces=())
 
-    index: Path
+    # The index folders served; a search searches them all. One path, a list, or in the
+    # environment FACEAUDIT_INDEX=/a:/b (or a JSON list).
+    index: Folders
     models: str | None = None  # pack folder; None: buffalo_s (or FACEAUDIT_MODELS)
     device: Device = "auto"
-    dataset: Path | None = None  # where the indexed photos are now; default: as built
-    # None: derived from the index size, so that a search is expected to show at most
-    # target_expected_strangers faces of other people (never below the pack's calibrated one).
+    # Where each index's photos are now, in the order of `index`; empty: where they were when
+    # indexed.
+    dataset: Folders = []
+    # None: derived from the size of the indexes searched, so that a search is expected to show
+    # at most target_expected_strangers faces of other people (never below the pack's
+    # calibrated one).
     threshold: float | None = None
     target_expected_strangers: float = Field(default=TARGET_EXPECTED_STRANGERS, gt=0)
     # No search runs where more faces of other people than this are expected (no browsing):
@@ -33,14 +44,21 @@ class ServiceSettings(BaseSettings):
     max_upload_pixels: int = 40_000_000
     max_results: int = Field(default=MAX_RESULTS, ge=1)  # photos per search, at most
     thumbnail_size: int = 384
-    threads: int | None = None
+    # Engine replicas that detect and embed selfies side by side (None: one per core on CPU,
+    # one on CUDA), and onnxruntime threads of each (None: cores // replicas).
+    replicas: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+    # Searches admitted at once, running or waiting for an engine replica; beyond it a search
+    # is refused with 503 and Retry-After. Each waiting search holds its upload in memory (at
+    # most max_upload_bytes), so this bounds the memory searches take.
+    max_searches: int = Field(default=64, ge=1)
     # Selfies are decoded with their longer side reduced to this: the detector works at 1024 px
-    # anyway, and it bounds the memory a 40-megapixel upload takes while it waits for the engine.
+    # anyway, and it bounds the memory a 40-megapixel upload takes while it is embedded.
     selfie_max_side: int = 2048
     thumbnail_ttl: int = 3600  # seconds a thumbnail link from a search result stays valid
     rate_limit: str | None = "30/minute"  # searches per client address (`limits` syntax); None: off
     daily_limit: str | None = "200/day"  # the same, per day, beside rate_limit; None: off
-    # Removal requests and the search audit log (SQLite), outside the index folder. None: no
+    # Removal requests and the search audit log (SQLite), outside the index folders. None: no
     # removal requests, no audit log, and search results carry no match_id.
     state_dir: Path | None = None
     # The maintainers' address per dataset name (JSON object in the environment), for the
@@ -48,5 +66,31 @@ class ServiceSettings(BaseSettings):
     dataset_contacts: dict[str, str] = {}
     # Bearer token of the admin routes (/api/admin/...); None: they answer 404.
     admin_token: SecretStr | None = None
-    # Seconds between checks for a newly published index at `index` (None: never reload).
-    reload_interval: float | None = 5.0
+    # Seconds between checks for a newly published index at each folder of `index`, loaded in
+    # the background and swapped in when ready (None: never reload).
+    reload_interval: float | None = Field(default=5.0, gt=0)
+
+    @field_validator("index", "dataset", mode="before")
+    @classmethod
+    def _folders(cls, value: Any) -> Any:
+        if isinstance(value, Path):
+            return [value]
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part]
+        return value
+
+    @model_validator(mode="after")
+    def _one_dataset_per_index(self) -> ServiceSettings:
+        if not self.index:
+            raise ValueError("index: give at least one index folder")
+        resolved = [folder.resolve() for folder in self.index]
+        if len(set(resolved)) != len(resolved):
+            raise ValueError("index: the same index folder is given twice")
+        if self.dataset and len(self.dataset) != len(self.index):
+            raise ValueError(f"dataset: {len(self.dataset)} photo folders for "
+                             f"{len(self.index)} indexes; give one per index, in the same "
+                             "order, or none")
+        return self

@@ -1,9 +1,10 @@
 """Thumbnails of indexed photos and close-ups of their faces, reachable only through signed,
 expiring links, with every face but the matched one blurred.
 
-A search result names its photos by a token: HMAC-SHA256, under a random per-process secret,
-over what it shows (the whole photo or a close-up), the image id, the matched face's row and an
-expiry time. The thumbnail routes accept nothing else, so no path from a request reaches the
+A search result names its photos by a token: HMAC-SHA256, under a random secret of the index
+being served (renewed when a new index is published there), over what it shows (the whole photo
+or a close-up), which of the served indexes, the image id, the matched face's row and an expiry
+time. The thumbnail routes accept nothing else, so no path from a request reaches the
 filesystem, nobody can page through the dataset's photos without having searched with a face
 that is in them, and the only face a link shows unblurred is the one the search matched.
 """
@@ -35,7 +36,8 @@ from faceaudit.indexer.readers.base import UnreadableFile, read_location, safe_r
 from faceaudit.indexer.search import FaceIndex
 from faceaudit.indexer.store import ImageRecord
 
-_PAYLOAD = struct.Struct(">BIQQ")  # view, image id, face row, expiry (unix seconds)
+# view, index (its position among the indexes served), image id, face row, expiry (unix s)
+_PAYLOAD = struct.Struct(">BBIQQ")
 _TOKEN_BYTES = _PAYLOAD.size + hashlib.sha256().digest_size
 _TOKEN_CHARS = math.ceil(_TOKEN_BYTES * 4 / 3)  # unpadded base64url
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -59,11 +61,15 @@ class View(IntEnum):
 
 
 class ThumbnailTokens:
-    """Issue and check thumbnail tokens. ``secret`` and ``clock`` are for tests."""
+    """Issue and check the thumbnail tokens of the index served at position ``slot``.
+    ``secret`` and ``clock`` are for tests."""
 
-    def __init__(self, ttl_s: int, *, secret: bytes | None = None,
+    def __init__(self, ttl_s: int, *, slot: int = 0, secret: bytes | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        if not 0 <= slot < 256:
+            raise ValueError(f"index slot {slot} out of range")
         self.ttl_s = ttl_s
+        self.slot = slot
         self._secret = secret or secrets.token_bytes(32)
         self._clock = clock
 
@@ -73,26 +79,37 @@ class ThumbnailTokens:
     def issue(self, view: View, image_id: int, face: int) -> str:
         """A token for ``view`` of the photo ``image_id``, in which the face at row ``face``
         of the index (the one the search matched) is the only one left unblurred."""
-        payload = _PAYLOAD.pack(view, image_id, face, int(self._clock()) + self.ttl_s)
+        payload = _PAYLOAD.pack(view, self.slot, image_id, face,
+                                int(self._clock()) + self.ttl_s)
         return base64.urlsafe_b64encode(payload + self._mac(payload)).rstrip(b"=").decode()
 
     def verify(self, view: View, token: str) -> tuple[int, int]:
         """(image id, face row) of a valid, unexpired token for ``view``; ThumbnailNotFound
         otherwise (a token for the other view included)."""
         invalid = _invalid()
-        if len(token) != _TOKEN_CHARS or not _BASE64URL.fullmatch(token):
-            raise invalid
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        except (binascii.Error, ValueError):
-            raise invalid from None
+        raw = _decoded(token)
         payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
         if not hmac.compare_digest(mac, self._mac(payload)):
             raise invalid
-        signed_view, image_id, face, expires = _PAYLOAD.unpack(payload)
-        if signed_view != view or expires < self._clock():
+        signed_view, slot, image_id, face, expires = _PAYLOAD.unpack(payload)
+        if signed_view != view or slot != self.slot or expires < self._clock():
             raise invalid
         return int(image_id), int(face)
+
+
+def token_slot(token: str) -> int:
+    """Which served index a token names, read before its signature is checked (by that
+    index's ``ThumbnailTokens.verify``); ThumbnailNotFound for what is not a token at all."""
+    return int(_PAYLOAD.unpack(_decoded(token)[: _PAYLOAD.size])[1])
+
+
+def _decoded(token: str) -> bytes:
+    if len(token) != _TOKEN_CHARS or not _BASE64URL.fullmatch(token):
+        raise _invalid()
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise _invalid() from None
 
 
 def _invalid() -> ThumbnailNotFound:

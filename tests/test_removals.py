@@ -178,7 +178,7 @@ def test_suppression_survives_a_newly_published_index(engine: FaceEngine, yao: b
     out = tmp_path / "live-index"
     build_index(photos, out, engine)
     live = ServiceSettings(index=out, dataset=photos, device="cpu", rate_limit=None,
-                           daily_limit=None, reload_interval=0, state_dir=tmp_path / "state")
+                           daily_limit=None, reload_interval=0.05, state_dir=tmp_path / "state")
     with served(live, engine) as client:
         before = search(client, yao)["matches"]
         assert {m["image"] for m in before} == {"yao_flipped.jpg", "yao_bright_small.jpg"}
@@ -186,7 +186,12 @@ def test_suppression_survives_a_newly_published_index(engine: FaceEngine, yao: b
 
         # The operator adds a photo and publishes the grown index while the service runs.
         shutil.copy(collection[0] / "team" / "players.jpg", photos / "players.jpg")
+        images = client.get("/healthz").json()["images"]
         build_index(photos, out, engine)
+        deadline = time.monotonic() + 30  # it is loaded in the background, then swapped in
+        while (client.get("/healthz").json()["images"] == images
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
         after = search(client, yao)["matches"]
         assert {m["image"] for m in after} == {before[1]["image"], "players.jpg"}
         # A match id of the replaced index is refused, with what to do.
@@ -219,7 +224,7 @@ def test_only_match_ids_issued_by_a_search_of_this_index_are_accepted(
     assert "expired" in assert_error(remove(client, [late.issue(index, match)]), 422,
                                      "match_id_expired")
     # The right secret, another index.
-    other = FaceIndex(settings.index)
+    other = FaceIndex(settings.index[0])
     other.manifest = {**other.manifest, "created": "another build"}
     assert_error(remove(client, [services.match_ids.issue(other, match)]), 422,
                  "invalid_match_id")

@@ -342,11 +342,11 @@ def test_the_index_is_flushed_to_disk_before_it_is_published(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    import faceaudit.indexer.build as build_module
+    import faceaudit.indexer.from_embeddings as publishing_module
     import faceaudit.indexer.store as store_module
 
     events: list[str] = []
-    real_fsync, real_publish = os.fsync, build_module.publish
+    real_fsync, real_publish = os.fsync, publishing_module.publish
 
     def fsync(fd: int) -> None:
         events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
@@ -357,7 +357,7 @@ def test_the_index_is_flushed_to_disk_before_it_is_published(
         real_publish(staged, destination)
 
     monkeypatch.setattr(store_module.os, "fsync", fsync)
-    monkeypatch.setattr(build_module, "publish", publish)
+    monkeypatch.setattr(publishing_module, "publish", publish)
     build_index(three_photos, tmp_path / "index", engine)
     published = events.index("publish")
     flushed = {Path(e.split(" ", 1)[1]).name for e in events[:published] if e.startswith("fsync")}

