@@ -6,7 +6,8 @@
 
 Synthetic staging folder, as a scan leaves it: shards of 1,000 images (records with Flickr-
 style provenance, 0-4 faces each, ~2 on average, 1 % failed, some small faces) with random
-unit vectors (float16). Each build runs in a child process; reported: wall time, peak RSS
+unit vectors (float16). Each build runs in a child process and, as faceaudit's builds do,
+deletes the staging folder once the index is written; reported: wall time, peak RSS
 (the child's ru_maxrss, which counts resident file-backed pages of memory maps too, and the
 peaks of RssAnon and RssFile sampled every 0.1 s), the final index's bytes on disk, and peak
 RSS / index bytes. Everything written is deleted at the end (unless --keep).
@@ -187,6 +188,7 @@ def build_in_memory(staging: Path, out: Path, index_type: str) -> None:
     write_index_files(out, vectors=all_vectors[face_rows], faces=new_faces,
                       small_faces=new_small, images=images.take(pa.array(rows)),
                       manifest=manifest, index_type=index_type)
+    shutil.rmtree(staging)  # as the build did once published
 
 
 def same_index(a: Path, b: Path, sample: int = 10_000) -> bool:
@@ -281,8 +283,10 @@ def main() -> None:
               f"({shard_bytes / 2**30:.2f} GiB), written in {time.perf_counter() - clock:.0f} s; "
               f"index type {index_type}; {os.cpu_count()} cores")
         rows = []
-        if not args.no_baseline:
-            rows.append(("in-memory (before)", measure("in-memory", staging, work / "before",
+        if not args.no_baseline:  # on a copy of the staging made of hard links: it deletes it
+            linked = work / ".before.building"
+            shutil.copytree(staging, linked, copy_function=os.link)
+            rows.append(("in-memory (before)", measure("in-memory", linked, work / "before",
                                                        index_type)))
         rows.append(("streaming", measure("streaming", staging, work / "index", index_type)))
         if not args.no_baseline:
@@ -290,6 +294,10 @@ def main() -> None:
                                                                    work / "index"))
             shutil.rmtree(work / "before")
         vectors = (work / "index" / VECTOR_STORE).stat().st_size
+        built = json.loads((work / "index" / "manifest.json").read_text())["index"]
+        print(f"index: {built['type']} ({built['faiss']}), "
+              f"{built.get('resident_bytes_per_face')} bytes/face in RAM, "
+              f"{ {k: v for k, v in built.items() if k.startswith('kept')} }")
         print(f"{'build':<20} {'seconds':>8} {'peak RSS':>9} {'anon':>8} {'file':>8} "
               f"{'index':>8} {'peak/index':>10}")
         for name, row in rows:

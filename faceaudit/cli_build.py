@@ -52,7 +52,8 @@ def build_index_command(
         help="The service's state folder: faces whose removal was requested there are left "
         "out of the index.")] = None,
     index_type: Annotated[str, typer.Option(
-        "--index-type", help="The searchable structure (auto picks by size).")] = "auto",
+        "--index-type", metavar="auto|flat|pq-rerank",
+        help="As for `index`: the searchable structure (auto picks by size).")] = "auto",
 ) -> None:
     """Build the searchable index at OUT from the embedding shards of a finished scan (what
     `faceaudit index` does after scanning, with or without --ray), streaming with bounded
