@@ -10,10 +10,10 @@ face ``w`` centre + ``sqrt(1 - w^2)`` noise with ``w`` in [0.75, 0.9]: a person'
 tail): this measures time and memory, not quality, which `faceaudit eval` measures on lfw-dev.
 
 Stages, each timed with its peak resident memory (sampled):
-- ``knn``: the k-NN graph (``cluster.knn_graph``) through ``--search``: ``ivf`` (an IVF-Flat
-  stand-in, nlist = 4 sqrt(N), until the index types of indexer/ann.py offer ``knn``),
-  ``exact`` (IndexFlatIP over all faces), or the name of an index type of indexer/ann.py
-  whose VectorSearch has ``knn``;
+- ``knn``: the k-NN graph (``cluster.knn_graph``) through ``--search``: the name of an index
+  type of indexer/ann.py (``pq-rerank``, ``flat``: its VectorSearch's ``knn``, what
+  ``faceaudit cluster`` uses), ``exact`` (IndexFlatIP over all faces), or ``ivf`` (an IVF
+  partition over float16 codes, nlist = 4 sqrt(N), for comparison: no index type uses it);
 - exact k-NN on a sample of queries, to extrapolate the exact graph (N^2) and measure the
   share of the exact graph's edges ``--search`` finds;
 - ``agglomerate``: the guarded merging of the graph, and the planted identities' scores.
@@ -212,8 +212,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=cluster.DEFAULT_K)
     parser.add_argument("--threshold", type=float, default=None,
                         help="default: cluster.default_threshold for this many faces")
-    parser.add_argument("--search", default="ivf",
-                        help="ivf, exact, or an index type of indexer/ann.py with knn")
+    parser.add_argument("--search", default="pq-rerank",
+                        help="an index type of indexer/ann.py (its knn), exact, or ivf")
     parser.add_argument("--nprobe", type=int, default=16)
     parser.add_argument("--exact-queries", type=int, default=4000,
                         help="faces searched exactly to extrapolate the exact graph (0: none)")

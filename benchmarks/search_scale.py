@@ -46,7 +46,6 @@ from faceaudit.models.packs import buffalo_s  # noqa: E402
 
 BASE_THRESHOLD = 0.375
 EXACT_TIMING_QUERIES = {1_000_000: 20, 10_000_000: 5}
-COLD_QUERIES = 50
 # IVF: 1,024 lists (k-means, 10 iterations on 64 points per list; an exhaustive assignment of
 # 10^7 vectors to 4,096 lists takes ~15 min on 2 cores, and an HNSW over the centroids
 # misassigns enough vectors to lose 6 % of the pairs whatever the probing), probing 1/16 and
@@ -112,15 +111,6 @@ def timed(search: Callable[[NDArray[np.float32]], object], queries: NDArray[np.f
             (time.process_time() - cpu) * 1000 / count)
 
 
-def drop_page_cache(path: Path) -> None:
-    """Evict ``path``'s (clean) pages from the page cache, for a cold-cache timing."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class Run:
     """One size's run: its store, queries, exact results and the table being printed."""
@@ -172,16 +162,13 @@ def pq_rerank_rows(run: Run) -> int:
     built = time.perf_counter() - clock
     run.report(f"   pq-rerank manifest: {info}")
     depth = int(info["rerank_depth"])
+    run.report(f"   pq-rerank reads {depth:,} rows of the store per search ({depth:,} KB, on "
+               f"up to {depth:,} pages of 4 KB): the figures below are with the store in the "
+               f"page cache ({run.store.nbytes / 2**30:.1f} GiB)")
     for factor in DEPTH_FACTORS:
         chosen = int(depth * factor)
         run.row(f"{info['faiss']} + re-rank {chosen}" + (" (ann default)" if factor == 1 else ""),
                 ann.VectorSearch(index, run.store, {**info, "rerank_depth": chosen}), built)
-    search = ann.VectorSearch(index, run.store, info)
-    drop_page_cache(run.path)
-    cold = run.queries.vectors[run.timing:run.timing + COLD_QUERIES]
-    ms, cpu = timed(lambda q: search.range_search(q, run.thresholds[0]), cold)
-    run.report(f"   {info['faiss']} + re-rank {depth}, the store evicted from the page cache "
-               f"first: {ms:.1f} ms/search ({cpu:.1f} CPU ms) over {len(cold)} queries")
     return depth
 
 
@@ -220,6 +207,8 @@ def run_size(size: int, faces: RealFaces, queries: Queries, calibration: Calibra
         strangers = sum(sum(1 for r in rows if r >= len(faces.vectors)) for rows in run.truth[t])
         report(f"   exact above {t}: {pairs:,} (query, face) pairs, {strangers} of them "
                f"distractors")
+    report(f"   load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} (other jobs share "
+           f"the {os.cpu_count()} cores: compare CPU ms)")
     report(f"{'structure':44}{'kept@' + str(operating):>11}{'kept@0.375':>11}"
            f"{'ms/search':>10}{'cpu ms':>8}{'x exact':>9}{'B/face':>8}{'build s':>9}")
     exact_row(run)

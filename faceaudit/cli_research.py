@@ -47,6 +47,7 @@ def cluster(
     from faceaudit.cli import _progress_bar
     from faceaudit.indexer.cluster import (
         DEFAULT_K,
+        check_outside_index,
         cluster_index,
         default_threshold,
         describe,
@@ -64,7 +65,8 @@ def cluster(
         face_index = FaceIndex(index_dir)
         if threshold is None:
             threshold = default_threshold(index_calibration(face_index, models), face_index.size)
-        target = out if out is not None else identities_path(index_dir)
+        target = check_outside_index(out if out is not None else identities_path(index_dir),
+                                     index_dir)
         with _progress_bar() as progress:
             clustering = cluster_index(face_index, threshold=threshold, k=k or DEFAULT_K,
                                        progress=progress)

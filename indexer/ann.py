@@ -20,7 +20,9 @@ share of the faces exact search returns above the threshold that the type return
   their partition or graph walk never reaches part of what a low threshold must find.
 
 Exact search over the store (the ground truth, the kept share measured at build, k-NN on a
-GPU) is in ``faceaudit.indexer.exact``.
+GPU) is in ``faceaudit.indexer.exact``. Where FAISS has a GPU, ``knn`` runs there, exact over
+the store; training 4-bit codebooks and encoding stay on the CPU (10^7 faces in ~80 s here;
+FAISS has no fast-scan index on GPU).
 
 Threads: a single search runs on one core (FAISS parallelises over queries, and a search is
 one query), so the service's concurrent searches each take a core and never oversubscribe;

@@ -363,6 +363,17 @@ def describe(clustering: Clustering, index: FaceIndex) -> dict[str, Any]:
     }
 
 
+def check_outside_index(out: Path, index_dir: Path) -> Path:
+    """``out`` resolved; FaceAuditError when it is inside the index folder."""
+    target, folder = out.resolve(), index_dir.resolve()
+    if target == folder or folder in target.parents:
+        raise FaceAuditError(
+            f"{out} is inside the index folder {index_dir}, which is published whole and "
+            f"never modified in place: write the identities beside it, e.g. "
+            f"{identities_path(index_dir)}.")
+    return target
+
+
 def write_identities(clustering: Clustering, index: FaceIndex, out: Path) -> None:
     """Parquet, one row per face: its stable ``face_id`` and its ``identity`` (0 the largest);
     what it was made of in the file's metadata. Written beside ``out`` and renamed into place;
@@ -370,12 +381,7 @@ def write_identities(clustering: Clustering, index: FaceIndex, out: Path) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    target, folder = out.resolve(), index.folder.resolve()
-    if target == folder or folder in target.parents:
-        raise FaceAuditError(
-            f"{out} is inside the index folder {index.folder}, which is published whole and "
-            f"never modified in place: write the identities beside it, e.g. "
-            f"{identities_path(index.folder)}.")
+    target = check_outside_index(out, index.folder)
     table = pa.table({"face_id": pa.array(np.asarray(index.faces.face_id), pa.int64()),
                       "identity": pa.array(clustering.labels, pa.int64())})
     table = table.replace_schema_metadata(

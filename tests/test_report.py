@@ -287,11 +287,18 @@ def test_the_identities_faceaudit_cluster_saved_are_used(other_index: Path,
 def test_the_clustering_s_measured_error_is_quoted(built_index: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     report, out = _report(str(built_index), "--out", str(tmp_path / "a"))
+    quoted = report["identities_estimated_error"]
+    assert quoted["measured"] is True and quoted["dataset"] == "lfw-dev"
+    assert quoted["threshold"] <= report["clustering"]["threshold"] + 1e-9
+    assert "lfw-dev" in (out / "index.html").read_text(encoding="utf-8")
+    monkeypatch.setattr(identities, "CLUSTERING_ERRORS", ())
+    report, out = _report(str(built_index), "--out", str(tmp_path / "n"))
     assert report["identities_estimated_error"]["measured"] is False
     assert "has not been measured yet" in (out / "index.html").read_text(encoding="utf-8")
-    measured = {"dataset": "lfw-dev", "identities_error": 0.031, "bcubed_precision": 0.987,
-                "bcubed_recall": 0.954, "source": "faceaudit eval lfw-dev"}
-    monkeypatch.setattr(identities, "CLUSTERING_ERROR", measured)
+    measured = {"dataset": "lfw-dev", "threshold": 0.3, "identities_error": 0.031,
+                "bcubed_precision": 0.987, "bcubed_recall": 0.954,
+                "source": "faceaudit eval lfw-dev"}
+    monkeypatch.setattr(identities, "CLUSTERING_ERRORS", (measured,))
     report, out = _report(str(built_index), "--out", str(tmp_path / "b"))
     assert report["identities_estimated_error"] == {"measured": True, **measured}
     html = (out / "index.html").read_text(encoding="utf-8")

@@ -261,6 +261,7 @@ def _with_header(tree: dict[str, Any], datasets: list[_Dataset], k: int, hidden:
                         "people_photographed_by_others": PHOTOGRAPHED_BY_OTHERS_RULE},
         "clustering": {**_clustering(datasets[0]),
                        "thresholds": [d.clustering.threshold for d in datasets]},
-        "identities_estimated_error": identities_error(),
+        "identities_estimated_error": identities_error(
+            max(d.clustering.threshold for d in datasets)),
     }
     return {**header, **tree}
