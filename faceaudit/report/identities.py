@@ -24,7 +24,7 @@ from faceaudit.report.index_files import IndexFiles
 log = logging.getLogger(__name__)
 
 # The clustering's error measured on lfw-dev (4,435 faces, 3,769 of them labelled, 1,786
-# people), one row per clustering threshold: `faceaudit eval /work/shared/data/lfw-dev --pairs
+# people), one row per clustering threshold: `faceaudit eval ../shared/data/lfw-dev --pairs
 # pairs_A-F.txt --json`, its "clustering" sweep (faceaudit 2026-11-23). A report quotes the
 # row of the highest threshold not above its own (thresholds rise with the index's size: the
 # count is then an overestimate, people split rather than merged). Empty: not measured.
