@@ -8,12 +8,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from faceaudit import __version__
 from faceaudit.cli_build import OptionalRayAddress, build_index_command
+from faceaudit.cli_checks import check_index_settings, check_port
+from faceaudit.cli_help import MARKUP_MODE, HelpGroup
 from faceaudit.cli_removals import app as removals_app
 from faceaudit.cli_report import report as report_command
 from faceaudit.cli_research import app as research_app
@@ -21,11 +23,16 @@ from faceaudit.errors import FaceAuditError
 from faceaudit.models.calibration import MAX_EXPECTED_STRANGERS, MAX_RESULTS
 from faceaudit.models.engine import DetectionSettings
 
+if TYPE_CHECKING:
+    from faceaudit.service.settings import ServiceSettings
+
 app = typer.Typer(
     help="Find the photos of a dataset in which a person appears, from one selfie.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=HelpGroup,
+    rich_markup_mode=MARKUP_MODE,
 )
 app.add_typer(removals_app, name="removals")
 app.command("report")(report_command)
@@ -46,6 +53,8 @@ DeviceOption = Annotated[
     str, typer.Option("--device", envvar="FACEAUDIT_DEVICE",
                       help="auto (CUDA when available), cpu or cuda.")
 ]
+STATE_DIR_HELP = ("default: FACEAUDIT_STATE_DIR, else $XDG_STATE_HOME/faceaudit, else "
+                  "~/.local/state/faceaudit, the same for every faceaudit command")
 ThreadsOption = Annotated[
     int | None, typer.Option("--threads", help="onnxruntime threads (default: all cores).")
 ]
@@ -90,7 +99,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 @app.command(cls=OptionalRayAddress)
 def index(
     source: Annotated[Path, typer.Argument(
-        help="A folder of images (read recursively, optional <image>.json provenance "
+        help="A folder of images (read recursively, optional IMAGE.json provenance "
         "sidecars), a manifest (.csv, .tsv, .jsonl, .parquet; plain, .gz or .bz2) with one row "
         "per image, or an img2dataset output folder (webdataset .tar shards or 'files').")],
     out: Annotated[Path, typer.Option("--out", help="Index folder to write.")],
@@ -122,20 +131,23 @@ def index(
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", envvar="FACEAUDIT_STATE_DIR",
         help="The service's state folder: faces whose removal was requested there are left "
-        "out of the index.")] = None,
+        f"out of the index ({STATE_DIR_HELP}).")] = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", metavar="[ADDRESS]",
         help="Detect and embed on a Ray cluster: --ray alone starts (or, with RAY_ADDRESS, "
         "joins) a local Ray; --ray HOST:PORT (or auto) joins a cluster. SOURCE and OUT must be "
         "on storage every host sees at the same path.")] = None,
     unit_size: Annotated[int, typer.Option(
-        min=1, help="With --ray: images per unit of work of a folder or manifest (an "
+        help="With --ray: images per unit of work of a folder or manifest (an "
         "img2dataset tar is one unit); finished units are kept and skipped on resume.")
     ] = 1000,
     index_type: Annotated[str, typer.Option(
         "--index-type", metavar="auto|flat|pq-rerank",
         help="The searchable structure: flat (exact), pq-rerank (compressed codes re-ranked "
         "exactly; for millions of faces), auto (flat up to 1M faces).")] = "auto",
+    allow_empty: Annotated[bool, typer.Option(
+        "--allow-empty", help="Publish the new index even if it has no faces and the index "
+        "it replaces has some (refused otherwise).")] = False,
 ) -> None:
     """Detect and embed every face of SOURCE into a FAISS index at OUT (incremental,
     resumable, published atomically)."""
@@ -143,16 +155,19 @@ def index(
     from faceaudit.indexer.build import build_index, default_dataset_name
     from faceaudit.indexer.readers import open_source
     from faceaudit.indexer.readers.base import parse_field_map
-    from faceaudit.removals import suppressed_face_ids
+    from faceaudit.indexer.summary import format_build_summary
+    from faceaudit.removals import resolve_state_dir, suppressed_face_ids
 
     if index_type not in INDEX_TYPES:
         raise typer.BadParameter(f"use one of {', '.join(INDEX_TYPES)}",
                                  param_hint="--index-type")
     try:
+        check_index_settings(det_size=det_size, min_face=min_face, det_threshold=det_threshold,
+                             workers=workers, unit_size=unit_size if ray is not None else None)
         enrichments = _parse_enrich(enrich or [])
         reader = open_source(source, parse_field_map(field_map or []))
         name = dataset or default_dataset_name(reader)
-        removed = suppressed_face_ids(state_dir, name) if state_dir is not None else set()
+        removed = suppressed_face_ids(resolve_state_dir(state_dir), name)
         engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
                          threshold=det_threshold)
         with _progress_bar() as progress:
@@ -162,11 +177,13 @@ def index(
                 summary = build_index_on_ray(
                     reader, out, engine, address=ray or None, device=device, dataset=name,
                     enrich=enrichments, workers=workers, unit_size=unit_size, fresh=fresh,
-                    progress=progress, removed_face_ids=removed, index_type=index_type)
+                    progress=progress, removed_face_ids=removed, index_type=index_type,
+                    allow_empty=allow_empty)
             else:
                 summary = build_index(reader, out, engine, dataset=name, enrich=enrichments,
                                       workers=workers, fresh=fresh, progress=progress,
-                                      removed_face_ids=removed, index_type=index_type)
+                                      removed_face_ids=removed, index_type=index_type,
+                                      allow_empty=allow_empty)
     except FaceAuditError as error:
         raise _fail(error) from error
     except KeyboardInterrupt:
@@ -189,43 +206,6 @@ def _parse_enrich(values: list[str]) -> dict[str, Path]:
     return result
 
 
-def format_build_summary(summary, out: Path) -> str:  # type: ignore[no-untyped-def]
-    """What a build did, for people: failures first, then coverage and counts."""
-    lines = [f"skipped {ref}: {reason}" for ref, reason in summary.failures[:20]]
-    if summary.failed > 20:
-        lines.append(f"... and {summary.failed - 20} more; by reason:")
-        lines += [f"  {count:>8}  {reason}" for reason, count in
-                  summary.failure_reasons.most_common(10)]
-    coverage = summary.coverage
-    missing = sum(coverage.get("not_downloaded", {}).values())
-    lines.append(
-        f"source: {coverage.get('rows', 0)} rows, {coverage.get('downloaded', 0)} downloaded"
-        + (f", {missing} not downloaded" if missing else "")
-        + f", {coverage.get('indexed', 0)} indexed, {summary.failed} failed, "
-        f"{summary.no_face} without a face"
-        + (f", {coverage['malformed']} malformed rows skipped" if coverage.get("malformed")
-           else "")
-        + (f", {summary.duplicates} duplicates skipped" if summary.duplicates else ""))
-    for reason, count in sorted(coverage.get("not_downloaded", {}).items(),
-                                key=lambda kv: -kv[1])[:5]:
-        lines.append(f"  not downloaded {count:>8}  {reason}")
-    for name, joined in summary.enrichment.items():
-        if joined.get("needed"):
-            lines.append(f"{name}: {joined.get('matched', 0)} of {joined['needed']} photo ids "
-                         f"found ({joined.get('lines', 0)} lines read, "
-                         f"{joined.get('malformed', 0)} malformed)")
-    if summary.units:
-        lines.append(f"ray: {summary.units['units']} units, {summary.units['processed']} "
-                     f"processed, {summary.units['resumed']} finished by an earlier run")
-    reused = f", {summary.reused_images} unchanged" if summary.reused_images else ""
-    removed = f", {summary.removed_images} removed" if summary.removed_images else ""
-    lines.append(
-        f"indexed {summary.images - summary.failed} images: {summary.images_with_faces} with "
-        f"faces, {summary.faces} faces; {summary.processed} processed{reused}{removed} in "
-        f"{summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s -> {out}")
-    return "\n".join(lines)
-
-
 @app.command()
 def search(
     selfie: Annotated[Path, typer.Argument(help="A photo of one person's face.")],
@@ -246,13 +226,13 @@ def search(
     device: DeviceOption = "auto",
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", envvar="FACEAUDIT_STATE_DIR",
-        help="The service's state folder: leave out the faces removal requests named.")
-    ] = None,
+        help=f"The service's state folder: leave out the faces removal requests named "
+        f"({STATE_DIR_HELP}).")] = None,
 ) -> None:
     """List the indexed photos in which the person of SELFIE appears, best first."""
     from faceaudit.imaging import decode_image
     from faceaudit.indexer.search import FaceIndex, search_selfie
-    from faceaudit.removals import suppressed_faces, visible, widen
+    from faceaudit.removals import resolve_state_dir, suppressed_faces, visible, widen
     from faceaudit.results import check_search, search_response
 
     try:
@@ -265,14 +245,13 @@ def search(
                      max_expected=MAX_EXPECTED_STRANGERS, max_results=MAX_RESULTS,
                      allow_low_threshold=allow_low_threshold)
         image = decode_image(selfie)
-        hidden = (suppressed_faces(state_dir, face_index.dataset) if state_dir is not None
-                  else frozenset())
+        hidden = suppressed_faces(resolve_state_dir(state_dir), face_index.dataset)
         matches = visible(search_selfie(engine, face_index, image, threshold=threshold,
                                         top=widen(top, hidden)), hidden, top)
     except FaceAuditError as error:
         raise _fail(error) from error
     response = search_response(face_index, matches, threshold, engine.calibration, default,
-                               threshold_requested=requested)
+                               threshold_requested=requested, operator=True)
     if as_json:
         typer.echo(json.dumps(response))
         return
@@ -320,8 +299,12 @@ def serve(
     device: DeviceOption = "auto",
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", envvar="FACEAUDIT_STATE_DIR",
-        help="Folder (outside the index) for removal requests and the search audit log; "
-        "without it, removal requests are off.")] = None,
+        help=f"Folder (outside the index) for removal requests and the search audit log "
+        f"({STATE_DIR_HELP}).")] = None,
+    no_removals: Annotated[bool, typer.Option(
+        "--no-removals", help="Take no removal requests and keep no audit log: the page and "
+        "POST /api/removals tell people to write to the datasets' maintainers instead.")
+    ] = False,
     replicas: Annotated[int | None, typer.Option(
         min=1, help="Engine replicas detecting and embedding selfies side by side "
         "(default: one per core on CPU).")] = None,
@@ -333,6 +316,11 @@ def serve(
     from pydantic import ValidationError
 
     from faceaudit.service.app import create_app
+    from faceaudit.service.hardening import (
+        disable_core_dumps,
+        protect_root_logging,
+        safe_log_config,
+    )
     from faceaudit.service.settings import ServiceSettings
 
     overrides: dict[str, object] = {"index": index_dirs, "device": device}
@@ -340,18 +328,41 @@ def serve(
                         ("threads", threads)):
         if value is not None:
             overrides[name] = value
-    if state_dir is not None:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if state_dir is not None:  # created (mode 0700) when missing, by _check_state
         overrides["state_dir"] = state_dir
+    if no_removals:
+        overrides["removals"] = False
     try:
+        check_port(host, port)  # before the models and indexes load
         settings = ServiceSettings(**overrides)
+        _check_state(settings)
     except ValidationError as error:
         raise _fail(FaceAuditError("; ".join(e["msg"].removeprefix("Value error, ")
                                              for e in error.errors()))) from None
+    except FaceAuditError as error:
+        raise _fail(error) from error
     logging.getLogger("faceaudit").setLevel(logging.INFO)  # start-up summary and warnings
     typer.echo(f"faceaudit: open http://{host}:{port}/ in a browser (API docs at /docs)")
+    disable_core_dumps()  # before the first selfie can be in memory
+    protect_root_logging()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                access_log=False)
+                access_log=False, log_config=safe_log_config())
+
+
+def _check_state(settings: ServiceSettings) -> None:
+    """Before serving: the state folder opens (a broken one fails here, in one line, not at
+    a person's request), or removals are off, said again."""
+    from faceaudit.removals import RemovalStore, check_state_dir, load_secret
+
+    if not settings.removals:
+        typer.echo("faceaudit: removal requests are OFF (--no-removals): people are told to "
+                   "write to the datasets' maintainers", err=True)
+        return
+    for folder in settings.index:
+        check_state_dir(settings.state_dir, folder)
+    RemovalStore(settings.state_dir)
+    load_secret(settings.state_dir)
+    typer.echo(f"faceaudit: removal requests kept in {settings.state_dir}", err=True)
 
 
 @app.command("models")
@@ -404,23 +415,37 @@ def demo(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Only build.")] = False,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", envvar="FACEAUDIT_STATE_DIR",
+        help=f"Where removal requests made on the demo page are kept ({STATE_DIR_HELP}); "
+        "e.g. demo/state to keep them apart.")] = None,
+    no_removals: Annotated[bool, typer.Option(
+        "--no-removals", help="Serve without taking removal requests.")] = False,
 ) -> None:
     """Build a small collection from photos that ship with installed packages, index it, serve."""
     from faceaudit.demo import DEMO_DATASET, MANIFEST_NAME, build_demo_collection
 
+    if not no_serve:
+        try:
+            check_port(host, port)  # before building: a second demo stops here
+        except FaceAuditError as error:
+            raise _fail(error) from error
     photos, selfies = build_demo_collection(out / "photos", out / "selfies")
-    state = out / "state"  # removal requests made on the demo page, and the search log
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if state_dir is not None:  # a folder of the demo's own, made here
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as error:
+            raise _fail(FaceAuditError(f"--state-dir {state_dir}: {error.strerror}.")) from None
     typer.echo(f"demo collection: {photos}, its provenance in {photos / MANIFEST_NAME}")
     defaults = DetectionSettings()
     index(photos / MANIFEST_NAME, out=out / "index", dataset=DEMO_DATASET, field_map=None,
           enrich=None, models=None, device="auto", threads=None,
           det_size=defaults.det_size, min_face=defaults.min_face,
-          det_threshold=defaults.threshold, workers=2, fresh=False, state_dir=state)
+          det_threshold=defaults.threshold, workers=2, fresh=False, state_dir=state_dir)
     typer.echo(f"try a selfie from {selfies}, e.g. {selfies / 'yaoming.jpg'}")
     if not no_serve:
         serve([out / "index"], host=host, port=port, dataset=None, models=None, device="auto",
-              state_dir=state)
+              state_dir=state_dir, no_removals=no_removals)
 
 
 @app.command("eval")
@@ -456,6 +481,8 @@ def eval_command(
     from faceaudit.models.calibration import calibration_from_eval
 
     try:
+        check_index_settings(det_size=det_size, min_face=min_face, det_threshold=det_threshold,
+                             workers=workers)
         engine = _engine(models, device, threads, det_size=det_size, min_face=min_face,
                          threshold=det_threshold)
         with _progress_bar() as progress:

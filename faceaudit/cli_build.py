@@ -50,19 +50,23 @@ def build_index_command(
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", envvar="FACEAUDIT_STATE_DIR",
         help="The service's state folder: faces whose removal was requested there are left "
-        "out of the index.")] = None,
+        "out of the index (default: as for `index`).")] = None,
     index_type: Annotated[str, typer.Option(
         "--index-type", metavar="auto|flat|pq-rerank",
         help="As for `index`: the searchable structure (auto picks by size).")] = "auto",
+    allow_empty: Annotated[bool, typer.Option(
+        "--allow-empty", help="As for `index`: publish an index without faces over one with "
+        "faces.")] = False,
 ) -> None:
     """Build the searchable index at OUT from the embedding shards of a finished scan (what
     `faceaudit index` does after scanning, with or without --ray), streaming with bounded
     memory, and publish it atomically."""
-    from faceaudit.cli import _fail, _parse_enrich, format_build_summary
+    from faceaudit.cli import _fail, _parse_enrich
     from faceaudit.indexer.ann import INDEX_TYPES
     from faceaudit.indexer.from_embeddings import build_from_embeddings
     from faceaudit.indexer.staging import MANIFEST_BASE, staging_folder
-    from faceaudit.removals import suppressed_face_ids
+    from faceaudit.indexer.summary import format_build_summary
+    from faceaudit.removals import resolve_state_dir, suppressed_face_ids
 
     if index_type not in INDEX_TYPES:
         raise typer.BadParameter(f"use one of {', '.join(INDEX_TYPES)}",
@@ -71,12 +75,11 @@ def build_index_command(
     folder = staging or staging_folder(out)
     try:
         enrichments = _parse_enrich(enrich or [])
-        removed: set[int] = set()
-        if state_dir is not None:
-            base = json.loads((folder / MANIFEST_BASE).read_text(encoding="utf-8"))
-            removed = set(suppressed_face_ids(state_dir, base["dataset"]["name"]))
+        base = json.loads((folder / MANIFEST_BASE).read_text(encoding="utf-8"))
+        removed = suppressed_face_ids(resolve_state_dir(state_dir), base["dataset"]["name"])
         summary = build_from_embeddings(folder, out, removed_face_ids=removed,
-                                        enrich=enrichments, index_type=index_type)
+                                        enrich=enrichments, index_type=index_type,
+                                        allow_empty=allow_empty)
     except FileNotFoundError as error:
         raise _fail(FaceAuditError(f"{folder} is not a staging folder: {error.filename} is "
                                    "missing.")) from error

@@ -1,5 +1,5 @@
 """`faceaudit removals`: the operator's view of removal requests (list, export the opt-out
-list, mark sent or done). Parses flags and calls faceaudit.removals."""
+list, mark sent, done or rejected). Parses flags and calls faceaudit.removals."""
 
 from __future__ import annotations
 
@@ -7,21 +7,28 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from faceaudit.cli_help import MARKUP_MODE, HelpGroup
 from faceaudit.errors import FaceAuditError
+
+if TYPE_CHECKING:
+    from faceaudit.removals import RemovalStore
 
 app = typer.Typer(
     help="Removal requests the service received: list them, export the opt-out list, mark "
-    "them sent or done.",
+    "them sent, done or rejected.",
     no_args_is_help=True,
+    cls=HelpGroup,
+    rich_markup_mode=MARKUP_MODE,
 )
 
-StateDirOption = Annotated[Path, typer.Option(
+StateDirOption = Annotated[Path | None, typer.Option(
     "--state-dir", envvar="FACEAUDIT_STATE_DIR",
-    help="The service's state folder (FACEAUDIT_STATE_DIR).")]
+    help="The service's state folder (default: FACEAUDIT_STATE_DIR, else "
+    "$XDG_STATE_HOME/faceaudit, else ~/.local/state/faceaudit, as every faceaudit command).")]
 DatasetOption = Annotated[str | None, typer.Option(
     "--dataset", help="Only the photos of this dataset.")]
 
@@ -35,12 +42,20 @@ class ExportFormat(str, Enum):
 class MarkStatus(str, Enum):
     sent = "sent"
     done = "done"
+    rejected = "rejected"
 
 
 class ListStatus(str, Enum):
     received = "received"
     sent = "sent"
     done = "done"
+    rejected = "rejected"
+
+
+def _store(state_dir: Path | None) -> RemovalStore:
+    from faceaudit.removals import RemovalStore, resolve_state_dir
+
+    return RemovalStore(resolve_state_dir(state_dir))
 
 
 def _fail(error: FaceAuditError) -> typer.Exit:
@@ -50,17 +65,15 @@ def _fail(error: FaceAuditError) -> typer.Exit:
 
 @app.command("list")
 def list_requests(
-    state_dir: StateDirOption,
+    state_dir: StateDirOption = None,
     dataset: DatasetOption = None,
     status: Annotated[ListStatus | None, typer.Option(help="Only requests in this status.")
                       ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Every removal request, oldest first: id, time, status, contact, and its photos."""
-    from faceaudit.removals import open_state
-
     try:
-        found = open_state(state_dir).requests(dataset=dataset,
+        found = _store(state_dir).requests(dataset=dataset,
                                                status=status.value if status else None)
     except FaceAuditError as error:
         raise _fail(error) from error
@@ -80,7 +93,7 @@ def list_requests(
 
 @app.command()
 def export(
-    state_dir: StateDirOption,
+    state_dir: StateDirOption = None,
     dataset: DatasetOption = None,
     fmt: Annotated[ExportFormat, typer.Option("--format", help="csv, json or parquet.")
                    ] = ExportFormat.csv,
@@ -91,12 +104,12 @@ def export(
     """The opt-out list: one row per photo ever asked to be removed (dataset, image key, photo
     id, image URL, page URL, SHA-256, first requested), for the dataset's users to filter their
     copies with."""
-    from faceaudit.removals import open_state, write_export
+    from faceaudit.removals import write_export
 
     if out is None and fmt is ExportFormat.parquet:
         raise typer.BadParameter("parquet is binary: give a file with --out", param_hint="--out")
     try:
-        rows = open_state(state_dir).opt_out_rows(dataset)
+        rows = _store(state_dir).opt_out_rows(dataset)
         if out is None:
             write_export(rows, fmt.value, sys.stdout.buffer)
             sys.stdout.flush()
@@ -113,14 +126,14 @@ def export(
 def mark(
     request_id: Annotated[str, typer.Argument(help="The request's id (see `list`).")],
     status: Annotated[MarkStatus, typer.Argument(
-        help="sent: passed on to the dataset's maintainers; done: they removed the photos.")],
-    state_dir: StateDirOption,
+        help="sent: passed on to the dataset's maintainers; done: they removed the photos; "
+        "rejected: they did not (the faces stay hidden from searches all the same).")],
+    state_dir: StateDirOption = None,
 ) -> None:
-    """Record that a removal request was sent to the dataset's maintainers, or done."""
-    from faceaudit.removals import open_state
-
+    """Record that a removal request was sent to the dataset's maintainers, done or rejected:
+    the person sees it at their status link."""
     try:
-        request = open_state(state_dir).set_status(request_id, status.value)
+        request = _store(state_dir).set_status(request_id, status.value)
     except FaceAuditError as error:
         raise _fail(error) from error
     typer.echo(f"{request.request_id}: {request.status} ({request.status_changed})")

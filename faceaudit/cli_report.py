@@ -13,7 +13,7 @@ from faceaudit.errors import FaceAuditError
 
 def report(
     indexes: Annotated[list[Path], typer.Argument(
-        metavar="INDEX...", help="Index folders (one per dataset); with several, the report "
+        metavar="INDEX", help="Index folders (one per dataset); with several, the report "
         "also counts the photos and people found in more than one.")],
     out: Annotated[Path, typer.Option(
         "--out", help="Folder to write report.json and index.html into.")] = Path("report"),

@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 
+from faceaudit.cli_help import MARKUP_MODE, HelpGroup
 from faceaudit.errors import FaceAuditError
 from faceaudit.models.calibration import MAX_RESULTS
+from faceaudit.words import counted
 
-app = typer.Typer()
+app = typer.Typer(cls=HelpGroup, rich_markup_mode=MARKUP_MODE)
 
 # The same options as faceaudit.cli's (that module imports this one, so they are repeated).
 ModelsOption = Annotated[str | None, typer.Option(
@@ -99,19 +101,20 @@ def cohort(
         "--out", help="CSV of the photos found, one row per participant and photo; the "
         "per-participant summary goes beside it (results.summary.csv).")],
     threshold: Annotated[float | None, typer.Option(
-        help="Similarity threshold for every index (default: each index's, from its size). "
-        "One below an index's floor is refused.")] = None,
+        help="Similarity threshold (default: the one for the indexes' combined size, as the "
+        "service uses). One below the floor for that size is refused.")] = None,
     top: Annotated[int | None, typer.Option(
-        help=f"At most this many photos per participant and index (at most {MAX_RESULTS}, "
-        "the default).")] = None,
+        help=f"At most this many photos per participant, all indexes together (at most "
+        f"{MAX_RESULTS}, the default).")] = None,
     allow_low_threshold: Annotated[bool, typer.Option(
         "--allow-low-threshold",
         help="Allow a threshold below an index's floor and any --top: the results can then "
         "list photos of strangers.")] = False,
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", envvar="FACEAUDIT_STATE_DIR",
-        help="The service's state folder: leave out the faces removal requests named.")
-    ] = None,
+        help="The service's state folder: leave out the faces removal requests named "
+        "(default: FACEAUDIT_STATE_DIR, else $XDG_STATE_HOME/faceaudit, else "
+        "~/.local/state/faceaudit, as every faceaudit command).")] = None,
     models: ModelsOption = None,
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the totals as JSON.")
@@ -127,11 +130,13 @@ def cohort(
         run_cohort,
         write_cohort,
     )
+    from faceaudit.removals import resolve_state_dir
 
     try:
         engine = _engine(models, device)
         indexes = open_indexes(engine, index_dirs, threshold=threshold, top=top,
-                               allow_low_threshold=allow_low_threshold, state_dir=state_dir)
+                               allow_low_threshold=allow_low_threshold,
+                               state_dir=resolve_state_dir(state_dir))
         selfies = cohort_selfies(selfies_dir)
         with _progress_bar() as progress:
             results = run_cohort(engine, selfies, indexes, progress)
@@ -144,12 +149,15 @@ def cohort(
                                "thresholds": {t.index.dataset: t.threshold for t in indexes}}))
         return
     for target in indexes:
-        typer.echo(f"{target.index.dataset}: {target.index.size} faces, threshold "
-                   f"{target.threshold}, at most {target.top or 'all'} photos per participant")
+        typer.echo(f"{target.index.dataset}: {target.index.size} faces")
+    typer.echo(f"threshold {indexes[0].threshold} for {sum(t.index.size for t in indexes)} "
+               f"faces in all, at most {indexes[0].top or 'all'} photos per participant")
     errors = ", ".join(f"{count} {status}" for status, count in sorted(totals["errors"].items()))
     typer.echo(
-        f"{totals['participants']} participants: {totals['searched']} searched"
+        f"{counted(totals['participants'], 'participant')}: {totals['searched']} searched"
         + (f" ({errors})" if errors else "") + f"; {totals['found']} found in "
-        f"{totals['photos_found']} photos of {len(totals['datasets'])} datasets; "
-        f"{totals['photos_in_several_datasets']} photos found in more than one dataset")
+        f"{counted(totals['photos_found'], 'photo')} of "
+        f"{counted(len(totals['datasets']), 'dataset')}; "
+        f"{counted(totals['photos_in_several_datasets'], 'photo')} found in more than one "
+        "dataset")
     typer.echo(f"results: {written}\nper participant: {summary}")

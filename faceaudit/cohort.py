@@ -3,10 +3,12 @@ indexes under the same limits as the service, results as rows for a researcher.
 
 Each selfie is decoded, its one face found and embedded in memory, searched in every index
 and dropped: nothing about it is written but the result rows (no embedding, no crop). The
-limits are those of ``faceaudit search`` and the HTTP API: each index's size-aware default
-threshold, a requested threshold below the index's floor refused (unless
-``allow_low_threshold``, researchers only), at most ``MAX_RESULTS`` photos per participant
-per index, and the faces whose removal was requested left out (with a state folder).
+limits are those of the HTTP API, which searches several indexes as one: the default
+threshold and the floor follow the indexes' combined size (so searching more datasets does
+not loosen the bound on strangers per participant), a requested threshold below that floor is
+refused (unless ``allow_low_threshold``, researchers only), at most ``MAX_RESULTS`` photos per
+participant in all the indexes together, best first, and the faces whose removal was requested
+left out (with a state folder).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from faceaudit.errors import FaceAuditError, MultipleFaces
 from faceaudit.imaging import IMAGE_SUFFIXES, decode_image
-from faceaudit.indexer.search import FaceIndex, selfie_face
+from faceaudit.indexer.search import FaceIndex, Match, selfie_face
 from faceaudit.models.calibration import MAX_EXPECTED_STRANGERS, MAX_RESULTS, MEANING
 from faceaudit.models.engine import FaceEngine
 from faceaudit.removals import suppressed_faces, visible, widen
@@ -37,8 +39,9 @@ DUPLICATE = "duplicate_participant"
 
 @dataclass(frozen=True)
 class CohortIndex:
-    """An index to search, with the threshold and cap every participant's search uses and
-    the faces left out for removal requests."""
+    """An index to search, with the threshold and cap every participant's search uses (the
+    same for every index: those of their combined size) and the faces left out for removal
+    requests."""
 
     index: FaceIndex
     threshold: float
@@ -63,25 +66,28 @@ def open_indexes(engine: FaceEngine, folders: Sequence[Path], *, threshold: floa
                  top: int | None, allow_low_threshold: bool, state_dir: Path | None
                  ) -> list[CohortIndex]:
     """Every index, checked before any selfie is read: built with ``engine``'s model pack,
-    and ``threshold`` (default: each index's operating threshold for its size) and ``top``
-    (default: MAX_RESULTS) within what ``faceaudit search`` allows (SearchRefused)."""
+    and ``threshold`` (default: the operating threshold for the indexes' combined size) and
+    ``top`` (default: MAX_RESULTS, for all the indexes together) within what the service
+    allows a search of these indexes (SearchRefused)."""
     if not folders:
         raise FaceAuditError("Name at least one index to search: --index INDEX_DIR.")
     if top is None and not allow_low_threshold:
         top = MAX_RESULTS
-    opened = []
-    for folder in folders:
-        index = FaceIndex(folder)
+    indexes = [FaceIndex(folder) for folder in folders]
+    for index in indexes:
         index.check_engine(engine)
-        chosen = (engine.calibration.operating_threshold(index.size) if threshold is None
-                  else threshold)
-        check_search(engine.calibration, index.size, chosen, top,
-                     max_expected=MAX_EXPECTED_STRANGERS, max_results=MAX_RESULTS,
-                     allow_low_threshold=allow_low_threshold)
-        hidden = (suppressed_faces(state_dir, index.dataset) if state_dir is not None
-                  else frozenset())
-        opened.append(CohortIndex(index, chosen, top, hidden))
-    return opened
+    # As the service: a participant's search of several indexes is one search of all their
+    # faces, held to the bound on strangers that one index of that size would be.
+    combined = sum(index.size for index in indexes)
+    chosen = (engine.calibration.operating_threshold(combined) if threshold is None
+              else threshold)
+    check_search(engine.calibration, combined, chosen, top,
+                 max_expected=MAX_EXPECTED_STRANGERS, max_results=MAX_RESULTS,
+                 allow_low_threshold=allow_low_threshold)
+    return [CohortIndex(index, chosen, top,
+                        suppressed_faces(state_dir, index.dataset) if state_dir is not None
+                        else frozenset())
+            for index in indexes]
 
 
 def cohort_selfies(folder: Path) -> list[tuple[str, Path]]:
@@ -110,29 +116,39 @@ def search_participant(engine: FaceEngine, participant: str, selfie: Path,
         return ParticipantResult(participant, error.code, f"{error.count} faces in the selfie")
     except FaceAuditError as error:
         return ParticipantResult(participant, error.code, error.message)
-    rows: list[dict[str, Any]] = []
-    capped = []
-    for target in indexes:
-        index = target.index
-        found = index.search(vector, target.threshold, widen(target.top, target.hidden))
-        matches = visible(found, target.hidden, target.top)
+    found: list[tuple[int, CohortIndex, Match]] = []
+    capped: set[str] = set()  # datasets that may hold more photos than those listed
+    for slot, target in enumerate(indexes):
+        matches = visible(target.index.search(vector, target.threshold,
+                                              widen(target.top, target.hidden)),
+                          target.hidden, target.top)
         if target.top is not None and len(matches) >= target.top:
-            capped.append(index.dataset)
-        for match in matches:
-            provenance = match.record.provenance()
-            strength = engine.calibration.strength(match.score, index.size)
-            rows.append({
-                "participant": participant,
-                "dataset": provenance["dataset"] or index.dataset,
-                "photo_id": provenance["photo_id"], "image": match.image,
-                "image_key": match.record.key,
-                "page_url": provenance["page_url"], "image_url": provenance["image_url"],
-                "licence_name": provenance["licence_name"],
-                "licence_url": provenance["licence_url"], "score": match.score,
-                "strength": strength, "meaning": MEANING[strength],
-                "threshold": target.threshold, "sha256": provenance["sha256"],
-            })
-    return ParticipantResult(participant, OK, None, rows, capped)
+            capped.add(target.index.dataset)
+        found += [(slot, target, match) for match in matches]
+    found.sort(key=lambda item: (-item[2].score, item[0], item[2].image_id))
+    top = indexes[0].top if indexes else None
+    if top is not None:  # at most top photos in all, as the service's one search returns
+        capped.update(target.index.dataset for _, target, _ in found[top:])
+        found = found[:top]
+    combined = sum(target.index.size for target in indexes)
+    rows: list[dict[str, Any]] = []
+    for _, target, match in found:
+        index = target.index
+        provenance = match.record.provenance()
+        strength = engine.calibration.strength(match.score, combined)
+        rows.append({
+            "participant": participant,
+            "dataset": provenance["dataset"] or index.dataset,
+            "photo_id": provenance["photo_id"], "image": match.image,
+            "image_key": match.record.key,
+            "page_url": provenance["page_url"], "image_url": provenance["image_url"],
+            "licence_name": provenance["licence_name"],
+            "licence_url": provenance["licence_url"], "score": match.score,
+            "strength": strength, "meaning": MEANING[strength],
+            "threshold": target.threshold, "sha256": provenance["sha256"],
+        })
+    return ParticipantResult(participant, OK, None, rows,
+                             [t.index.dataset for t in indexes if t.index.dataset in capped])
 
 
 def run_cohort(engine: FaceEngine, selfies: Sequence[tuple[str, Path]],

@@ -57,3 +57,13 @@ class IndexNotFound(FaceAuditError):
 
 class IncompatibleIndex(FaceAuditError):
     code = "incompatible_index"
+
+
+class InvalidSetting(FaceAuditError):
+    """A setting outside the range it works in; ``setting`` names it (``det_size``, ...)."""
+
+    code = "invalid_setting"
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting

@@ -27,8 +27,9 @@ def check_search(calibration: Calibration, index_faces: int, threshold: float, t
     """Raise SearchRefused when ``threshold`` is not in (0, 1] or ``top`` under 1, or (unless
     ``allow_low_threshold``, for researchers) when ``threshold`` is below
     ``calibration.min_threshold`` for an index of this size (more than ``max_expected``
-    strangers per search expected) or ``top`` is over ``max_results``: what the HTTP API
-    never runs."""
+    strangers per search expected) or ``top`` is over ``max_results``: the command line's
+    bounds, for operators and researchers. The HTTP API is stricter: it never searches below
+    the default threshold (faceaudit.service.api.default_threshold)."""
     if not 0 < threshold <= 1:
         raise SearchRefused(f"threshold {threshold:g}: a threshold is a similarity in (0, 1].")
     if top is not None and top < 1:
@@ -65,16 +66,23 @@ class Searched(Protocol):
 
 def search_response(index: Searched, matches: list[Match], threshold: float,
                     calibration: Calibration, default_threshold: float | None = None, *,
-                    min_threshold: float | None = None, threshold_requested: float | None = None
-                    ) -> dict[str, Any]:
+                    min_threshold: float | None = None, threshold_requested: float | None = None,
+                    operator: bool = False) -> dict[str, Any]:
     """``expected_false_matches``: how many faces of other people an index of this size is
     expected to return at this threshold (index faces x the pack's calibrated false-match
     rate); null for an uncalibrated pack. Per match, ``strength`` ("strong" or "possible")
     and its ``meaning`` in plain words. ``default_threshold``: what a search naming none
     uses (default: the pack's operating threshold at this index's size); ``min_threshold``:
-    the lowest one a search may use (default: the pack's, for one stranger per search);
-    ``threshold_requested``: what the search asked for, when it named one
-    (``threshold_clamped`` says whether it was raised to ``threshold``)."""
+    the lowest one a search may use (default: the pack's floor for one stranger per search,
+    the command line's; the HTTP API passes its default threshold); ``threshold_requested``:
+    what the search asked for, when it named one (``threshold_clamped`` says whether it was
+    raised to ``threshold``).
+
+    A match names its photo by the dataset's identifiers (``image_key``, and the provenance's
+    photo id, URLs and SHA-256), never by where it is on disk: in a dataset organised by
+    identity (LFW's ``Firstname_Lastname/...``) the path names the person pictured, and a
+    "possible" match may be a stranger. ``operator`` (the command line, run by whoever holds
+    the dataset) adds the path, ``image``, and ``provenance.source_record``."""
     return {
         "faces_in_selfie": 1,
         "threshold": threshold,
@@ -92,11 +100,20 @@ def search_response(index: Searched, matches: list[Match], threshold: float,
         "default_threshold": (calibration.operating_threshold(index.size)
                               if default_threshold is None else default_threshold),
         "threshold_guide": calibration.guide(index.size, GUIDE_THRESHOLDS),
-        "matches": [_match(m, calibration.strength(m.score, index.size)) for m in matches],
+        "matches": [_match(m, calibration.strength(m.score, index.size), operator)
+                    for m in matches],
     }
 
 
-def _match(match: Match, strength: str) -> dict[str, Any]:
-    return {"image": match.image, "image_key": match.record.key, "face_id": str(match.face_id),
-            "score": match.score, "bbox": list(match.bbox), "strength": strength,
-            "meaning": MEANING[strength], "provenance": match.record.provenance()}
+# Where a photo is in the dataset: a path, which can name the person pictured.
+OPERATOR_PROVENANCE = ("source_record",)
+
+
+def _match(match: Match, strength: str, operator: bool) -> dict[str, Any]:
+    provenance = match.record.provenance()
+    if not operator:
+        for name in OPERATOR_PROVENANCE:
+            del provenance[name]
+    return {**({"image": match.image} if operator else {}), "image_key": match.record.key,
+            "face_id": str(match.face_id), "score": match.score, "bbox": list(match.bbox),
+            "strength": strength, "meaning": MEANING[strength], "provenance": provenance}

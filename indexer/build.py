@@ -24,7 +24,7 @@ from faceaudit.indexer.enrich import ENRICHMENTS
 from faceaudit.indexer.from_embeddings import manifest_base, publish_embeddings
 from faceaudit.indexer.lock import build_lock
 from faceaudit.indexer.merge import SELECTION_SCHEMA
-from faceaudit.indexer.pipeline import StageTimes, process_items
+from faceaudit.indexer.pipeline import StageTimes, check_workers, process_items
 from faceaudit.indexer.readers import open_source
 from faceaudit.indexer.readers.base import Source
 from faceaudit.indexer.reuse import PREVIOUS, previous_index
@@ -39,6 +39,7 @@ from faceaudit.indexer.staging import (
 )
 from faceaudit.indexer.store import FORMAT_VERSION, IMAGES_FILE, read_image_table
 from faceaudit.indexer.summary import BuildSummary
+from faceaudit.indexer.units import check_unit_size
 from faceaudit.models.engine import FaceEngine
 
 __all__ = ["BuildSummary", "build_index", "check_build", "default_dataset_name", "scan_settings"]
@@ -62,8 +63,13 @@ def scan_settings(engine: FaceEngine, source: Source, dataset: str) -> dict[str,
     }
 
 
-def check_build(source: Source, out: Path, enrich: Mapping[str, Path] | None) -> None:
-    """Refuse a build that would write into its own dataset or name an unknown enrichment."""
+def check_build(source: Source, out: Path, enrich: Mapping[str, Path] | None, *,
+                workers: int = 2, unit_size: int | None = None) -> None:
+    """Refuse, before anything is written, a build that would write into its own dataset, name
+    an unknown enrichment, or run with a number of threads or a unit size that cannot work."""
+    check_workers(workers)
+    if unit_size is not None:
+        check_unit_size(unit_size)
     root = source.root.resolve()
     if out == root or root in out.parents:
         raise FaceAuditError(f"Put the index outside the dataset folder, not at {out}.")
@@ -100,6 +106,7 @@ def build_index(
     progress: Callable[[int, int | None], None] | None = None,
     removed_face_ids: Collection[int] = frozenset(),
     index_type: str = "auto",
+    allow_empty: bool = False,
 ) -> BuildSummary:
     """Index every image of ``source`` (a reader, or a path for ``open_source``) into ``out``
     and publish it atomically.
@@ -110,13 +117,14 @@ def build_index(
     cannot say in advance). ``fresh`` ignores an interrupted build and the previous index.
     ``removed_face_ids``: faces whose removal was requested: left out of the searchable index
     (their boxes are kept with the small faces, so that they are blurred like bystanders).
-    ``index_type``: the searchable structure (``faceaudit.indexer.ann``).
+    ``index_type``: the searchable structure (``faceaudit.indexer.ann``). ``allow_empty``:
+    publish an index without faces over one with faces (refused otherwise: ``EmptyIndex``).
     """
     started = time.perf_counter()
     if isinstance(source, Path):
         source = open_source(source)
     out = out.resolve()
-    check_build(source, out, enrich)
+    check_build(source, out, enrich, workers=workers)
     dataset = dataset or default_dataset_name(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(out):
@@ -125,7 +133,8 @@ def build_index(
                        shard_size, max_pixels, fresh, progress)
         clock = time.perf_counter()
         summary = publish_embeddings(staging, out, removed_face_ids=removed_face_ids,
-                                     enrich=enrich or {}, index_type=index_type)
+                                     enrich=enrich or {}, index_type=index_type,
+                                     allow_empty=allow_empty)
         summary.stages.write += time.perf_counter() - clock
     summary.seconds = time.perf_counter() - started
     log.info("stage seconds: %s (scan: %s)", summary.stages.as_dict(), record.stages)

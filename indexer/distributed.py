@@ -142,6 +142,7 @@ def build_index_on_ray(
     progress: Callable[[int, int | None], None] | None = None,
     removed_face_ids: Collection[int] = frozenset(),
     index_type: str = "auto",
+    allow_empty: bool = False,
 ) -> BuildSummary:
     """``build_index`` on a Ray cluster: the same index, its scan spread over the cluster.
 
@@ -154,7 +155,7 @@ def build_index_on_ray(
     """
     started = time.perf_counter()
     out = out.resolve()
-    check_build(source, out, enrich)
+    check_build(source, out, enrich, workers=workers, unit_size=unit_size)
     dataset = dataset or default_dataset_name(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(out):
@@ -180,7 +181,8 @@ def build_index_on_ray(
             del actors
         clock = time.perf_counter()
         summary = publish_embeddings(staging, out, removed_face_ids=removed_face_ids,
-                                     enrich=enrich or {}, index_type=index_type)
+                                     enrich=enrich or {}, index_type=index_type,
+                                     allow_empty=allow_empty)
         summary.stages.write += time.perf_counter() - clock
     summary.seconds, summary.startup_seconds = time.perf_counter() - started, startup
     return summary

@@ -9,6 +9,7 @@ built from the memory-mapped store; then the manifest, fsync, and the atomic swa
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Collection, Mapping, Sequence
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from faceaudit import __version__
+from faceaudit.errors import FaceAuditError
 from faceaudit.indexer.lock import build_lock
 from faceaudit.indexer.merge import SELECTION_SCHEMA, DamagedStaging, merge_index_files
 from faceaudit.indexer.pipeline import StageTimes
@@ -29,11 +31,23 @@ from faceaudit.indexer.publish import publish
 from faceaudit.indexer.readers.base import Source
 from faceaudit.indexer.shards import shard_folders
 from faceaudit.indexer.staging import SHARDS_DIR, ScanRecord, manifest_digest, read_scan
-from faceaudit.indexer.store import FORMAT_NAME, FORMAT_VERSION, IMAGES_FILE, finish_index_files
+from faceaudit.indexer.store import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    IMAGES_FILE,
+    MANIFEST,
+    finish_index_files,
+)
 from faceaudit.indexer.summary import BuildSummary
 from faceaudit.models.engine import FaceEngine
 
 log = logging.getLogger(__name__)
+
+
+class EmptyIndex(FaceAuditError):
+    """A build that found no faces would replace an index that has some."""
+
+    code = "empty_index"
 
 
 def manifest_base(engine: FaceEngine, source: Source, dataset: str) -> dict[str, Any]:
@@ -85,6 +99,7 @@ def build_from_embeddings(
     removed_face_ids: Collection[int] = frozenset(),
     enrich: Mapping[str, Path] | None = None,
     index_type: str = "auto",
+    allow_empty: bool = False,
 ) -> BuildSummary:
     """Publish at ``out`` the index of a finished scan's staging folder, or of shard folders.
 
@@ -93,14 +108,16 @@ def build_from_embeddings(
     published. Shard folders give every image they hold (a later shard's version of a key
     winning) and need ``manifest`` (see ``manifest_base``). ``removed_face_ids``: faces left out
     of the searchable index, their boxes kept to be blurred. ``enrich``: as for build_index.
-    Holds the build lock of ``out``; memory stays bounded whatever the number of faces.
+    An index without faces is not published over one with faces (``EmptyIndex``) unless
+    ``allow_empty``. Holds the build lock of ``out``; memory stays bounded whatever the number
+    of faces.
     """
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(out):
         return publish_embeddings(staging_or_shards, out, manifest=manifest,
                                   removed_face_ids=removed_face_ids, enrich=enrich,
-                                  index_type=index_type)
+                                  index_type=index_type, allow_empty=allow_empty)
 
 
 def publish_embeddings(
@@ -111,6 +128,7 @@ def publish_embeddings(
     removed_face_ids: Collection[int] = frozenset(),
     enrich: Mapping[str, Path] | None = None,
     index_type: str = "auto",
+    allow_empty: bool = False,
 ) -> BuildSummary:
     """``build_from_embeddings`` for a caller that holds the build lock of ``out``."""
     staging = None
@@ -150,11 +168,30 @@ def publish_embeddings(
     summary.coverage = {**record.coverage, "indexed": summary.images - summary.failed,
                         "failed": summary.failed, "no_face": summary.no_face,
                         "duplicates": summary.duplicates}
+    summary.source_kind = base.get("dataset", {}).get("kind", "")
+    if summary.faces == 0 and not allow_empty:
+        _refuse_empty(out, work, staging)
     finish_index_files(work, complete_manifest(base, summary), index_type)
     publish(work, out)
     if staging is not None:
         shutil.rmtree(staging)
     return summary
+
+
+def _refuse_empty(out: Path, work: Path, staging: Path | None) -> None:
+    """Raise ``EmptyIndex`` when the index at ``out`` has faces: a build that found none
+    (wrong source, detection settings that find nothing) must not replace it silently."""
+    try:
+        counts = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("counts") or {}
+    except (OSError, ValueError, AttributeError):  # no index there: nothing to lose
+        return
+    faces = int(counts.get("faces") or 0)
+    if faces:
+        shutil.rmtree(work, ignore_errors=True)
+        kept = f" The scan is kept in {staging}." if staging is not None else ""
+        raise EmptyIndex(f"The new index has no faces and would replace {out}, which has "
+                         f"{faces:,}: it was left as it was. Check the source and the "
+                         f"detection settings, or pass --allow-empty to publish it.{kept}")
 
 
 def _removed_images(previous: Path, selection: pa.Table) -> int:
@@ -174,6 +211,7 @@ def complete_manifest(base: Mapping[str, Any], summary: BuildSummary) -> dict[st
                 "images_with_faces": summary.images_with_faces,
                 "no_face": summary.no_face,
                 "failed": summary.failed,
+                "all_faces_removed": summary.all_faces_removed,
                 "faces": summary.faces,
                 "small_faces": summary.small_faces,
                 "removed_faces": summary.removed_faces,

@@ -21,7 +21,7 @@ from queue import Queue
 import numpy as np
 from numpy.typing import NDArray
 
-from faceaudit.errors import FaceAuditError
+from faceaudit.errors import FaceAuditError, InvalidSetting
 from faceaudit.imaging import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from faceaudit.indexer.readers.base import (
     ByteLocation,
@@ -40,6 +40,10 @@ from faceaudit.indexer.store import (
 from faceaudit.models.engine import DetectedFace, FaceEngine
 
 log = logging.getLogger(__name__)
+
+# Decoding threads at most: each keeps 4 decoded photos ahead of the models (process_items),
+# up to 2 x det_size on a side: 64 threads hold about 3 GB of pixels at the default det_size.
+MAX_WORKERS = 64
 
 # Decides, from an image's key and SHA-256, whether an earlier build already holds it: its
 # bytes are then neither decoded nor run through the models. Returns where it is, or None.
@@ -78,6 +82,13 @@ class _Read:
     record: ImageRecord
     image: DecodedImage | None
     reused_from: str | None = None
+
+
+def check_workers(workers: int) -> None:
+    """Refuse a number of decoding threads outside 1..MAX_WORKERS (InvalidSetting)."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InvalidSetting("workers", f"the decoding threads must be from 1 to "
+                             f"{MAX_WORKERS}, not {workers}")
 
 
 def new_record(item: SourceItem, dataset: str) -> ImageRecord:
@@ -299,6 +310,7 @@ def process_items(
     images at a time: one detector run per batch of photos, one recognizer run per batch of
     crops from many photos.
     """
+    check_workers(workers)
     times = times if times is not None else StageTimes()
     count = inference_workers or default_inference_workers(engine)
     engines: Queue[FaceEngine] = Queue()

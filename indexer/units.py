@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from faceaudit.errors import InvalidSetting
 from faceaudit.imaging import DEFAULT_MAX_PIXELS
 from faceaudit.indexer.merge import SELECTION_SCHEMA
 from faceaudit.indexer.pipeline import StageTimes, process_items
@@ -92,6 +93,12 @@ def _stat(path: Path) -> list[int]:
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_unit_size(unit_size: int) -> None:
+    """Refuse a unit of fewer than one image (InvalidSetting)."""
+    if unit_size < 1:
+        raise InvalidSetting("unit_size", f"a unit holds at least 1 image, not {unit_size}")
 
 
 def source_units(source: Source, unit_size: int = DEFAULT_UNIT_SIZE) -> Iterator[Unit]:

@@ -20,6 +20,7 @@ from insightface.utils import face_align
 from numpy.typing import NDArray
 from skimage.transform import SimilarityTransform
 
+from faceaudit.errors import InvalidSetting
 from faceaudit.imaging import DecodedImage
 from faceaudit.models.batched_detection import BatchedDetector
 from faceaudit.models.calibration import load_calibration
@@ -27,6 +28,15 @@ from faceaudit.models.packs import ModelPack, read_verified
 from faceaudit.models.sessions import CUDA, Device, choose_providers, create_session
 
 log = logging.getLogger(__name__)
+
+
+# SCRFD's largest stride is 32 (its inputs are rounded up to a multiple of it); at 128 each of
+# its three strides still has a grid of at least 4 x 4. Above 4096 a photo's detector input
+# alone is 200 MB of float32.
+DET_SIZE_RANGE = (128, 4096)
+# Under 8 px the five landmarks nearly coincide and alignment makes noise of the face: its
+# embedding matches strangers. (16, the default, is where embeddings become reliable.)
+MIN_FACE_RANGE = (8, 4096)
 
 
 @dataclass(frozen=True)
@@ -38,11 +48,25 @@ class DetectionSettings:
     20 px background face of a 2048 px photo is still found; at 640 it is lost.
     ``min_face``: faces whose shorter box side is below this many pixels of the full-size
     photo are dropped: below it ArcFace embeddings are too unreliable to match.
-    ``threshold``: SCRFD score."""
+    ``threshold``: SCRFD score. Each is checked against the range it works in
+    (``DET_SIZE_RANGE``, ``MIN_FACE_RANGE``, a score strictly between 0 and 1)."""
 
     det_size: int = 1024
     min_face: int = 16
     threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        low, high = DET_SIZE_RANGE
+        if not (low <= self.det_size <= high and self.det_size % 32 == 0):
+            raise InvalidSetting("det_size", f"the detector size must be a multiple of 32 "
+                                 f"from {low} to {high} pixels, not {self.det_size}")
+        low, high = MIN_FACE_RANGE
+        if not low <= self.min_face <= high:
+            raise InvalidSetting("min_face", f"the smallest face must be from {low} to {high} "
+                                 f"pixels, not {self.min_face}")
+        if not 0 < self.threshold < 1:
+            raise InvalidSetting("threshold", "the detector threshold is a score strictly "
+                                 f"between 0 and 1, not {self.threshold}")
 
     @property
     def decode_max_side(self) -> int:

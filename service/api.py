@@ -14,10 +14,17 @@ from starlette.requests import ClientDisconnect
 
 from faceaudit.errors import MultipleFaces, NoFaceFound
 from faceaudit.indexer.search import FaceIndex, Match
+from faceaudit.removals import FaceRemoved, linked_face_removed
 from faceaudit.results import GUIDE_THRESHOLDS, search_response
 from faceaudit.service.catalog import IndexGroup, Published, ServedIndex
 from faceaudit.service.deps import Services, ServicesDep, check_rate_limit
-from faceaudit.service.errors import ERROR_RESPONSES, ErrorResponse, InvalidParameter, ServiceBusy
+from faceaudit.service.errors import (
+    ERROR_RESPONSES,
+    NOT_READY,
+    ErrorResponse,
+    InvalidParameter,
+    ServiceBusy,
+)
 from faceaudit.service.schemas import Health, IndexEntry, Info, SearchResult
 from faceaudit.service.thumbnails import (
     FACE_SIZE,
@@ -43,7 +50,10 @@ router = APIRouter()
 SELFIE_FIELD = "selfie"
 FORM_OVERHEAD = 16 * 1024  # multipart boundaries, part headers and the small text fields
 
-_THRESHOLD_DOC = "Similarity from which a face counts as the same person, in (0, 1]."
+_REMOVED_DOC = ("A removal request names the face this link shows: from the moment it was "
+                "recorded, the link shows nothing (removed).")
+_THRESHOLD_DOC = ("Similarity from which a face counts as the same person, in (0, 1]. One "
+                  "below the default threshold (GET /api/info) is raised to it.")
 _TOP_DOC = "At most this many photos (capped by the server's max_results)."
 _SEARCH_BODY = {
     "requestBody": {
@@ -61,8 +71,9 @@ _SEARCH_BODY = {
                             "description": "A photo of one face (JPEG, PNG, WebP, HEIC...). "
                             "It is processed in memory and not stored.",
                         },
-                        "threshold": {"type": "number", "description": _THRESHOLD_DOC},
-                        "top": {"type": "integer", "description": _TOP_DOC},
+                        "threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                                      "description": _THRESHOLD_DOC},
+                        "top": {"type": "integer", "minimum": 1, "description": _TOP_DOC},
                     },
                 }
             }
@@ -81,22 +92,22 @@ class SearchOptions(BaseModel):
 def search_options(form: dict[str, Part], services: Services, threshold: float | None,
                    top: int | None, group: IndexGroup) -> SearchOptions:
     """Form fields over query parameters over the server's defaults, for a search of the
-    indexes of ``group``. No browsing: a threshold below their floor is raised to it (the
-    response says so: refusing instead would fail a page whose slider was set before the index
-    grew), and ``top`` is capped at max_results."""
+    indexes of ``group``. No stranger at any threshold: one below their default threshold is
+    raised to it (the response says so: refusing instead would fail a page whose slider was set
+    before the index grew), and ``top`` is capped at max_results."""
     settings = services.settings
     values: dict[str, Any] = {"top": settings.max_results}
     values.update({k: v for k, v in {"threshold": threshold, "top": top}.items() if v is not None})
     values.update({k: form[k].text() for k in ("threshold", "top") if k in form})
     requested = "threshold" in values
-    values.setdefault("threshold", default_threshold(services, group))
+    floor = default_threshold(services, group)
+    values.setdefault("threshold", floor)
     try:
         options = SearchOptions.model_validate(values)
     except ValidationError as error:
         raise InvalidParameter("; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
         )) from None
-    floor = min_threshold(services, group)
     options.threshold_requested = options.threshold if requested else None
     options.min_threshold = floor
     options.threshold = max(options.threshold, floor)
@@ -104,32 +115,26 @@ def search_options(form: dict[str, Part], services: Services, threshold: float |
     return options
 
 
-def min_threshold(services: Services, group: IndexGroup) -> float:
-    """The lowest threshold any search of these indexes runs at: above it, at most
-    max_expected_strangers faces of other people are expected per search (of all of them:
-    the bound is per search, however many indexes it searches)."""
-    return services.engine.calibration.min_threshold(group.size,
-                                                     services.settings.max_expected_strangers)
-
-
 def default_threshold(services: Services, group: IndexGroup) -> float:
-    """The operator's threshold if set, else the model pack's operating threshold at the size
-    of the indexes searched (see Calibration.operating_threshold); never below the floor."""
+    """The threshold a search of these indexes runs at, and the lowest any search over HTTP
+    may use: the model pack's operating threshold at their combined size, where at most
+    target_expected_strangers (0.1) faces of other people are expected per search however
+    many indexes it searches (see Calibration.operating_threshold); the operator's threshold
+    instead when it is higher."""
     settings = services.settings
-    chosen = (settings.threshold if settings.threshold is not None else
-              services.engine.calibration.operating_threshold(
-                  group.size, settings.target_expected_strangers))
-    return max(chosen, min_threshold(services, group))
+    floor = services.engine.calibration.operating_threshold(
+        group.size, settings.target_expected_strangers)
+    return floor if settings.threshold is None else max(settings.threshold, floor)
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, responses=NOT_READY)
 def healthz(services: ServicesDep) -> Health:
     """200 once the models and every index are loaded (uvicorn takes no connection before)."""
     group = services.catalog.group()
     return Health(model_pack=group.model_pack, index_size=group.size, images=len(group.images))
 
 
-@router.get("/api/info", response_model=Info)
+@router.get("/api/info", response_model=Info, responses=NOT_READY)
 def info(services: ServicesDep) -> Info:
     """What a client needs before its first search: the indexes, the default threshold and
     what thresholds mean for indexes of their size, the upload limit."""
@@ -141,7 +146,7 @@ def info(services: ServicesDep) -> Info:
         indexes=[IndexEntry.model_validate(entry) for entry in group.summary()],
         calibrated=calibration.calibrated,
         default_threshold=default_threshold(services, group),
-        min_threshold=min_threshold(services, group),
+        min_threshold=default_threshold(services, group),
         threshold_guide=calibration.guide(group.size, GUIDE_THRESHOLDS),
         max_upload_bytes=services.settings.max_upload_bytes,
         max_results=services.settings.max_results,
@@ -192,7 +197,7 @@ async def _search(request: Request, response: Response, services: Services,
                                   faces=getattr(error, "count", 0), outcome=error.code)
         raise
     result = search_response(group, [f.match for f in found], options.threshold,
-                             services.engine.calibration, default_threshold(services, group),
+                             services.engine.calibration, options.min_threshold,
                              min_threshold=options.min_threshold,
                              threshold_requested=options.threshold_requested)
     result["indexes"] = group.summary()
@@ -247,14 +252,18 @@ def _photo_fields(request: Request, tokens: ThumbnailTokens, match: Match) -> di
     response_class=Response,
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail."},
-        404: {"model": ErrorResponse, "description": "Invalid or expired link, or photo gone."},
+        404: {"model": ErrorResponse,
+              "description": "Invalid or expired link (not_found), or the photo is no longer "
+              "the one indexed: moved, deleted or changed (photo_unavailable)."},
+        410: {"model": ErrorResponse, "description": _REMOVED_DOC},
+        **NOT_READY,
     },
 )
 async def thumbnail(token: str, services: ServicesDep) -> Response:
     """A thumbnail of a photo found by a search, through the link the search returned, every
     face but the matched one blurred."""
-    served, published = _linked(services, token)
-    image_id, face = published.tokens.verify(View.PHOTO, token)
+    served, published, image_id, face = await run_in_threadpool(_linked, services, token,
+                                                                View.PHOTO)
     data = await run_in_threadpool(_thumbnail, served.photos_root(published), published.index,
                                    image_id, face, services.settings.thumbnail_size)
     return Response(data, media_type="image/jpeg", headers={
@@ -270,15 +279,19 @@ async def thumbnail(token: str, services: ServicesDep) -> Response:
         200: {"content": {"image/jpeg": {}},
               "description": "A square JPEG close-up of the matched face, at most "
               f"{FACE_SIZE} pixels a side."},
-        404: {"model": ErrorResponse, "description": "Invalid or expired link, or photo gone."},
+        404: {"model": ErrorResponse,
+              "description": "Invalid or expired link (not_found), or the photo is no longer "
+              "the one indexed: moved, deleted or changed (photo_unavailable)."},
+        410: {"model": ErrorResponse, "description": _REMOVED_DOC},
+        **NOT_READY,
     },
 )
 async def face_thumbnail(token: str, services: ServicesDep) -> Response:
     """A close-up of the face that matched, through the link the search returned: in a group
     photo the face is too small in the thumbnail to tell who it is. Neighbouring faces that
     reach into it are blurred."""
-    served, published = _linked(services, token)
-    image_id, face = published.tokens.verify(View.CLOSE_UP, token)
+    served, published, image_id, face = await run_in_threadpool(_linked, services, token,
+                                                                View.CLOSE_UP)
     data = await run_in_threadpool(_face, served.photos_root(published), published.index,
                                    image_id, face)
     return Response(data, media_type="image/jpeg", headers={
@@ -286,18 +299,30 @@ async def face_thumbnail(token: str, services: ServicesDep) -> Response:
     })
 
 
-def _linked(services: Services, token: str) -> tuple[ServedIndex, Published]:
-    """The index a link names and what is published there now (the link is checked by its
-    tokens: one issued before a new index was published there is refused)."""
+def _linked(services: Services, token: str, view: View
+            ) -> tuple[ServedIndex, Published, int, int]:
+    """The index a link names, what is published there now, and the (image id, face row) the
+    link shows: ThumbnailNotFound for a link that is not valid for ``view`` there (one issued
+    before a new index was published there included); FaceRemoved (410) once a removal
+    request names the face, whichever process of the service recorded it."""
     served = services.catalog.slot(token_slot(token))
     if served is None:
         raise ThumbnailNotFound("This link is not for an index of this service: search again.")
-    return served, served.published
+    published = served.published
+    image_id, face = published.tokens.verify(view, token)
+    if services.removals is not None and linked_face_removed(
+            published.index, image_id, face, services.removals.suppressed(
+                published.index.dataset)):
+        raise FaceRemoved("This photo's removal was requested: it is no longer shown.")
+    return served, published, image_id, face
 
 
+# Both renderers get the photo's bytes from photo_bytes, which refuses any but the bytes
+# indexed (the boxes blurred are those found in them), and name it by its key in errors: its
+# path may name the person pictured.
 def _thumbnail(root: Path, index: FaceIndex, image_id: int, face: int, size: int) -> bytes:
     linked = linked_face(index, image_id, face)
-    return render_thumbnail(photo_bytes(root, linked.record), linked.record.ref, size,
+    return render_thumbnail(photo_bytes(root, linked.record), linked.record.key, size,
                             keep=linked.bbox, others=linked.others)
 
 
@@ -305,5 +330,5 @@ def _face(root: Path, index: FaceIndex, image_id: int, face: int) -> bytes:
     linked = linked_face(index, image_id, face)
     record = linked.record
     known = (record.width, record.height) if record.width and record.height else None
-    return render_face(photo_bytes(root, record), record.ref, linked.bbox, known,
+    return render_face(photo_bytes(root, record), record.key, linked.bbox, known,
                        others=linked.others)

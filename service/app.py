@@ -16,10 +16,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from faceaudit import __version__
+from faceaudit.errors import FaceAuditError
 from faceaudit.models.engine import FaceEngine
+from faceaudit.service.admin import router as admin_router
 from faceaudit.service.api import router
 from faceaudit.service.deps import load_services
 from faceaudit.service.errors import install_error_handlers
+from faceaudit.service.removal_status import router as removal_status_router
+from faceaudit.service.removals import off_router as removals_off_router
 from faceaudit.service.removals import router as removals_router
 from faceaudit.service.settings import ServiceSettings
 
@@ -73,7 +77,12 @@ def create_app(settings: ServiceSettings, *, engine: FaceEngine | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = app.state.services = load_services(settings, engine)
+        try:
+            services = app.state.services = load_services(settings, engine)
+        except FaceAuditError as error:
+            # Said here in words: the server logs the traceback by type and place only.
+            log.error("cannot start: %s", error.message)
+            raise
         try:
             async with anyio.create_task_group() as background:
                 if settings.reload_interval is not None:  # newly published indexes
@@ -95,7 +104,15 @@ def create_app(settings: ServiceSettings, *, engine: FaceEngine | None = None) -
     )
     install_error_handlers(app)
     app.include_router(router)
-    app.include_router(removals_router)
+    if settings.removals:
+        app.include_router(removals_router)
+        app.include_router(removal_status_router)
+        if settings.admin_token is not None:  # otherwise they do not exist, not even documented
+            app.include_router(admin_router)
+    else:
+        app.include_router(removals_off_router)
+        if settings.admin_token is not None:
+            log.warning("FACEAUDIT_ADMIN_TOKEN is set but removals are off: no admin routes")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 

@@ -43,9 +43,9 @@ class Services:
     admission: SearchAdmission
     # Vector searches running at once: one per core; more would only share the cores.
     vector_searches: anyio.CapacityLimiter
+    # Searches per client, per minute and per day (counted in the state folder); None: off.
     rate_limit: SearchRateLimit | None
-    daily_limit: SearchRateLimit | None = None
-    # Removal requests, suppressed faces and the search audit log; None without a state_dir.
+    # Removal requests, suppressed faces and the search audit log; None with removals off.
     removals: RemovalStore | None = None
     match_ids: MatchIds | None = None
 
@@ -78,7 +78,7 @@ class Services:
 
     async def log_search(self, group: IndexGroup, threshold: float, *, faces: int,
                          results: int, outcome: str = "ok") -> None:
-        """A row of the search audit log (counts only), when the service has a state_dir."""
+        """A row of the search audit log (counts only), unless removals are off."""
         if self.removals is not None:
             await run_in_threadpool(self.removals.log_search, dataset=group.dataset,
                                     faces_in_selfie=faces, results=results,
@@ -96,11 +96,16 @@ def load_services(settings: ServiceSettings, engine: FaceEngine | None = None) -
     replicas, threads = replica_layout(engine.device, settings.replicas, settings.threads)
     catalog = Catalog.load(settings.index, settings.dataset, engine, settings.thumbnail_ttl)
     removals, match_ids = None, None
-    if settings.state_dir is not None:
+    if settings.removals:
         for folder in settings.index[1:]:
             check_state_dir(settings.state_dir, folder)
         removals, match_ids = open_service_state(settings.state_dir, settings.index[0],
                                                  settings.thumbnail_ttl)
+        log.info("removal requests and the search audit log in %s", settings.state_dir)
+    else:
+        log.warning("removal requests are OFF (--no-removals): searches carry no match_id, "
+                    "POST /api/removals answers 404 naming whom to write to, and no search "
+                    "is logged")
     services = Services(
         settings=settings,
         engine=engine,
@@ -108,8 +113,7 @@ def load_services(settings: ServiceSettings, engine: FaceEngine | None = None) -
         catalog=catalog,
         admission=SearchAdmission(settings.max_searches),
         vector_searches=anyio.CapacityLimiter(cores()),
-        rate_limit=SearchRateLimit(settings.rate_limit) if settings.rate_limit else None,
-        daily_limit=SearchRateLimit(settings.daily_limit) if settings.daily_limit else None,
+        rate_limit=search_rate_limit(settings),
         removals=removals,
         match_ids=match_ids,
     )
@@ -136,8 +140,12 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+def search_rate_limit(settings: ServiceSettings) -> SearchRateLimit | None:
+    """The per-client limits, shared by every process serving from the same state folder."""
+    specs = [spec for spec in (settings.rate_limit, settings.daily_limit) if spec]
+    return SearchRateLimit(specs, settings.state_dir) if specs else None
+
+
 def check_rate_limit(request: Request, services: ServicesDep) -> None:
-    client = request.client.host if request.client else "unknown"
-    for limit in (services.rate_limit, services.daily_limit):
-        if limit is not None:
-            limit.hit(client)
+    if services.rate_limit is not None:
+        services.rate_limit.hit(request.client.host if request.client else "unknown")

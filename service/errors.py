@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faceaudit.errors import (
     DeviceUnavailable,
@@ -28,6 +29,7 @@ from faceaudit.errors import (
     NoFaceFound,
     UnreadableImage,
 )
+from faceaudit.service.hardening import describe_exception
 from faceaudit.service.ratelimit import RateLimited
 from faceaudit.service.thumbnails import PhotoUnavailable, ThumbnailNotFound
 from faceaudit.service.uploads import (
@@ -109,7 +111,10 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, FaceAuditError)
     status = status_of(error)
     if status >= 500 and not isinstance(error, ServiceBusy):  # busy: the bound at work
-        log.error("%s %s failed: %s", request.method, request.url.path, error.message)
+        # A 503's message is about the service's set-up; an error of no known status may be
+        # about the request: its type and place only.
+        log.error("%s %s failed: %s", request.method, request.url.path,
+                  error.message if status != 500 else describe_exception(error))
     extra: dict[str, Any] = {}
     headers = None
     if isinstance(error, MultipleFaces):
@@ -143,11 +148,43 @@ async def _disconnected(request: Request, error: Exception) -> JSONResponse:
     return error_response(400, "client_disconnected", "The upload was interrupted.")
 
 
+INTERNAL_ERROR = "Something went wrong on the server; the selfie was not kept."
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    # Starlette re-raises the error after this response, for the server to log its traceback
-    # (code and message, not local variables: never the selfie's bytes).
-    return error_response(500, "internal_error",
-                          "Something went wrong on the server; the selfie was not kept.")
+    # Only for an error in the outermost middleware (UnexpectedErrors takes all others):
+    # Starlette re-raises it after this response, and the server logs it with serve's
+    # SafeFormatter (type and place).
+    return error_response(500, "internal_error", INTERNAL_ERROR)
+
+
+class UnexpectedErrors:
+    """An exception that no handler took is logged by its type and the places it was raised
+    through, never its message (which can quote the request: ``align_face``'s names the
+    selfie's landmarks), answered 500 when no response has started, and not raised further:
+    Starlette and the server would log its traceback, message included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as error:
+            log.error("%s %s failed: %s", scope.get("method"), scope.get("path"),
+                      describe_exception(error))
+            if not started:  # else the server closes the connection: the answer is cut short
+                await error_response(500, "internal_error", INTERNAL_ERROR)(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -156,7 +193,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _disconnected)
     app.add_exception_handler(Exception, _unexpected)
+    # Added before create_app's other middleware, so inside them: its 500 gets their headers.
+    app.add_middleware(UnexpectedErrors)
 
+
+# Every route that reads what the lifespan loads answers this between start and stop.
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse,
+          "description": "The service is starting or stopping (not_ready): try again in a "
+          "moment."},
+}
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}

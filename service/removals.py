@@ -1,31 +1,30 @@
-"""Removal requests over HTTP: the subject's ``POST /api/removals`` and the operator's admin
-routes. The store, match ids and suppression are in faceaudit.removals; this module parses,
-checks and answers."""
+"""Removal requests over HTTP: the subject's ``POST /api/removals`` (its status link is in
+faceaudit.service.removal_status, the operator's routes in faceaudit.service.admin). The store,
+match ids and suppression are in faceaudit.removals; this module parses, checks and answers."""
 
 from __future__ import annotations
 
-import hmac
+import dataclasses
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faceaudit.errors import FaceAuditError
 from faceaudit.indexer.search import FaceIndex
 from faceaudit.removals import (
     OPT_OUT_COLUMNS,
+    FaceRemoved,
     InvalidMatchId,
     MatchIds,
     RemovalRequest,
     RemovalStore,
     RemovedPhoto,
     RequestNotFound,
-    StateDirError,
     photos_to_remove,
     rows_csv,
 )
@@ -34,6 +33,9 @@ from faceaudit.service.errors import STATUS, ErrorResponse, InvalidParameter
 from faceaudit.service.uploads import too_large
 
 router = APIRouter()
+# Instead of ``router`` when removals are off: POST /api/removals, outside the OpenAPI document,
+# answering 404 with whom to write to.
+off_router = APIRouter()
 
 MAX_MATCHES = 200  # a search returns at most max_results photos (200 by default)
 MAX_BODY_BYTES = 64 * 1024  # 200 match ids of 82 characters and a contact, with room to spare
@@ -46,8 +48,11 @@ class RemovalsDisabled(FaceAuditError):
 
 
 # This router's errors, in the service's one table of statuses (faceaudit.service.errors).
-STATUS.update({InvalidMatchId: 422, RequestNotFound: 404, RemovalsDisabled: 503,
-               StateDirError: 503})
+# No 5xx: removals off is the operator's choice, and a broken state folder fails at start-up.
+STATUS.update({InvalidMatchId: 422, RequestNotFound: 404, RemovalsDisabled: 404,
+               FaceRemoved: 410})
+
+Status = Literal["received", "sent", "done", "rejected"]
 
 
 # --- request and response bodies -------------------------------------------------------------
@@ -59,12 +64,6 @@ class RemovalBody(BaseModel):
                                f"search returned them; 1 to {MAX_MATCHES}.")
     contact: str | None = Field(None, description="Optional email address at which the person "
                                 "can be reached about the request. Stored with it.")
-
-
-class StatusBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["sent", "done"]
 
 
 class PhotoOut(BaseModel):
@@ -94,33 +93,18 @@ class DatasetRemoval(BaseModel):
 class RemovalReceipt(BaseModel):
     request_id: str
     created: str = Field(description="When the request was recorded (ISO 8601, UTC).")
-    status: Literal["received", "sent", "done"]
+    status: Status
+    status_url: str = Field(description="Where the person can follow the request (GET: its "
+                            "status, dates and number of photos). It holds a secret token: "
+                            "keep it; it is handed out only in this answer.")
     datasets: list[DatasetRemoval]
     json_: str = Field(alias="json", description="The request as a JSON document to download "
                        "(request id, time, and per dataset its contact and photos).")
     csv: str = Field(description="One row per photo: " + ", ".join(OPT_OUT_COLUMNS) + ".")
 
 
-class AdminPhoto(PhotoOut):
-    dataset: str
-    face_ids: list[str] = Field(description="Stable ids of the faces to remove, in decimal.")
-
-
-class AdminRequest(BaseModel):
-    request_id: str
-    created: str
-    status: Literal["received", "sent", "done"]
-    status_changed: str
-    contact: str | None
-    photos: list[AdminPhoto]
-
-
-class AdminRequests(BaseModel):
-    requests: list[AdminRequest]
-
-
-def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON body for the OpenAPI page: the routes read it themselves (_read_json)."""
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON body for the OpenAPI page: the routes read it themselves (read_json)."""
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": model.model_json_schema()}}}}
 
@@ -131,12 +115,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "Not JSON, no match ids, too many, one not issued by a search of this index or "
              "expired, or an invalid contact address.",
         429: "Too many requests from this address.",
-        503: "The service keeps no removal requests (FACEAUDIT_STATE_DIR is not set).",
+        503: "The service is starting or stopping: try again in a moment.",
     }.items()
 }
 
 
-async def _read_json(request: Request, model: type[BaseModel]) -> Any:
+async def read_json(request: Request, model: type[BaseModel]) -> Any:
     """The body, parsed into ``model``: read into memory with a cap (a JSON body needs no
     more), errors as plain InvalidParameter messages."""
     declared = request.headers.get("content-length")
@@ -156,12 +140,18 @@ async def _read_json(request: Request, model: type[BaseModel]) -> Any:
         )) from None
 
 
-def _removals(services: Services) -> tuple[RemovalStore, MatchIds]:
+def whom_to_write(contacts: dict[str, str]) -> str:
+    """What a person is told when this service takes no removal requests."""
+    known = "; ".join(f"{name}: {address}" for name, address in sorted(contacts.items()))
+    return ("This service does not take removal requests: its operator turned them off. To "
+            "have photos removed, write to the maintainers of the dataset each photo is from, "
+            "naming the photo's id, page or address shown with it" +
+            (f" ({known})." if known else "."))
+
+
+def removals_of(services: Services) -> tuple[RemovalStore, MatchIds]:
     if services.removals is None or services.match_ids is None:
-        raise RemovalsDisabled(
-            "This service does not keep removal requests (its operator has not set "
-            "FACEAUDIT_STATE_DIR). Contact the dataset's maintainers directly, with the photo "
-            "ids and links shown with each photo.")
+        raise RemovalsDisabled(whom_to_write(services.settings.dataset_contacts))
     return services.removals, services.match_ids
 
 
@@ -261,7 +251,8 @@ def mailto(address: str, subject: str, body: str) -> str:
             f"&body={quote(body.replace(chr(10), chr(13) + chr(10)), safe='')}")
 
 
-def receipt(request: RemovalRequest, contacts: dict[str, str]) -> dict[str, Any]:
+def receipt(request: RemovalRequest, contacts: dict[str, str], status_url: str = ""
+            ) -> dict[str, Any]:
     """The answer to a removal request: per dataset the photos, a letter and a mailto: link;
     the whole as a JSON document and as CSV."""
     datasets, documents = [], []
@@ -279,7 +270,7 @@ def receipt(request: RemovalRequest, contacts: dict[str, str]) -> dict[str, Any]
                 "status": request.status, "datasets": documents}
     rows = [{"dataset": photo.dataset, **photo.listing()} for photo in request.photos]
     return {"request_id": request.request_id, "created": request.created,
-            "status": request.status, "datasets": datasets,
+            "status": request.status, "status_url": status_url, "datasets": datasets,
             "json": json.dumps(document, indent=1), "csv": rows_csv(rows, OPT_OUT_COLUMNS)}
 
 
@@ -290,67 +281,40 @@ def receipt(request: RemovalRequest, contacts: dict[str, str]) -> dict[str, Any]
     status_code=201,
     response_model=RemovalReceipt,
     response_model_by_alias=True,
-    responses=_ERRORS,
-    openapi_extra=_body_schema(RemovalBody),
+    responses={200: {"model": RemovalReceipt,
+                     "description": "The same faces were asked for before, in any order: "
+                     "that request, as it stands, with a new status link."},
+               **_ERRORS},
+    openapi_extra=body_schema(RemovalBody),
     dependencies=[Depends(check_rate_limit)],
 )
 async def request_removal(request: Request, response: Response,
                           services: ServicesDep) -> dict[str, Any]:
     """Ask for the removal of photos a search found: JSON ``{"matches": [match_id, ...],
     "contact": optional email}``. The request is recorded (never the selfie, a score or the
-    client's address), the faces it names are never returned by a search again, and the answer
-    gives per dataset the exact photos, a ready letter and a mailto: link when the dataset's
-    contact is known."""
-    store, match_ids = _removals(services)
-    body = _checked(await _read_json(request, RemovalBody))
+    client's address), the faces it names are never returned by a search again and their
+    thumbnail links answer 410, and the answer gives per dataset the exact photos, a ready
+    letter and a mailto: link when the dataset's contact is known, and a ``status_url`` to
+    follow the request. 201 for a new request; 200 with the same ``request_id`` when a request
+    already names exactly these faces (its stored contact is not shown again)."""
+    store, match_ids = removals_of(services)
+    body = _checked(await read_json(request, RemovalBody))
     indexes = services.catalog.group().indexes
     photos = await run_in_threadpool(_resolve, indexes, match_ids, body.matches)
-    recorded = await run_in_threadpool(store.record_request, photos, body.contact)
+    submitted = await run_in_threadpool(store.submit, photos, body.contact)
+    recorded = submitted.request
+    if not submitted.new:
+        # Whoever has match ids for these faces may ask again: they get the request's status,
+        # never the address someone else gave with it (the letter names theirs, if any).
+        recorded = dataclasses.replace(recorded, contact=body.contact)
+        response.status_code = 200
     response.headers["Cache-Control"] = "no-store"
-    return receipt(recorded, services.settings.dataset_contacts)
+    status_url = request.url_for("removal_status", request_id=recorded.request_id,
+                                 token=submitted.token).path
+    return receipt(recorded, services.settings.dataset_contacts, status_url)
 
 
-# --- the operator's routes -------------------------------------------------------------------
-
-def require_admin(request: Request, services: ServicesDep) -> RemovalStore:
-    """The store, for a request bearing FACEAUDIT_ADMIN_TOKEN. Without a token configured
-    the admin routes do not exist (404, as any unknown path)."""
-    token = services.settings.admin_token
-    if token is None:
-        raise StarletteHTTPException(404, "Not Found")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise StarletteHTTPException(
-            401, "This route needs the operator's token: Authorization: Bearer <token>.",
-            headers={"WWW-Authenticate": "Bearer"})
-    return _removals(services)[0]
-
-
-AdminStore = Annotated[RemovalStore, Depends(require_admin)]
-
-
-@router.get("/api/admin/removals", response_model=AdminRequests)
-async def list_removals(
-    store: AdminStore,
-    response: Response,
-    dataset: Annotated[str | None, Query(description="Only this dataset's photos.")] = None,
-    status: Annotated[Literal["received", "sent", "done"] | None, Query()] = None,
-) -> dict[str, Any]:
-    """Every removal request, oldest first, with its contact and photos (operator only:
-    Authorization: Bearer FACEAUDIT_ADMIN_TOKEN)."""
-    found = await run_in_threadpool(store.requests, dataset=dataset, status=status)
-    response.headers["Cache-Control"] = "no-store"
-    return {"requests": [request.as_dict() for request in found]}
-
-
-@router.post("/api/admin/removals/{request_id}/status", response_model=AdminRequest,
-             openapi_extra=_body_schema(StatusBody))
-async def set_removal_status(request_id: str, request: Request, store: AdminStore
-                             ) -> dict[str, Any]:
-    """Mark a request ``sent`` (passed on to the dataset's maintainers) or ``done`` (they
-    removed the photos): JSON ``{"status": "sent"}`` (operator only)."""
-    body = await _read_json(request, StatusBody)
-    updated = await run_in_threadpool(store.set_status, request_id, body.status)
-    return updated.as_dict()
-
+@off_router.post("/api/removals", include_in_schema=False)
+async def removals_off(services: ServicesDep) -> None:
+    """Removals are off (serve --no-removals): 404, saying whom to write to."""
+    raise RemovalsDisabled(whom_to_write(services.settings.dataset_contacts))

@@ -1,7 +1,9 @@
 """The API's response models, for validation and for the OpenAPI page.
 
-They allow extra keys: ``faceaudit.results.search_response`` is the source of truth for the
-search result, and fields added there reach clients without a change here.
+The search result allows extra keys: ``faceaudit.results.search_response`` is the source of
+truth for it, and fields added there reach clients without a change here. Not so a match and
+its provenance: only the fields declared here leave the server, so that nothing added to a
+match (a path, which can name the person pictured) reaches whoever searched by accident.
 """
 
 from __future__ import annotations
@@ -57,13 +59,14 @@ class IndexSummary(BaseModel):
     calibrated: bool = Field(description="Whether the model pack has a calibrated false-match "
                              "rate; if not, expected_false_matches are null.")
     default_threshold: float = Field(
-        description="The threshold a search uses when it names none: the operator's, else the "
-        "lowest at which at most 0.1 (the operator's target) faces of other people are expected "
-        "per search at this index's size, and never below the model pack's calibrated one.")
+        description="The threshold a search uses when it names none: the lowest at which at "
+        "most 0.1 faces of other people are expected per search at this index's size (or fewer, "
+        "as the operator sets), never below the model pack's calibrated one; the operator's "
+        "fixed threshold instead when it is higher.")
     min_threshold: float = Field(
-        description="The lowest threshold a search may use at this index's size: below it, more "
-        "than one face (the operator's bound) of other people per search would be expected. A "
-        "lower threshold asked for is raised to it (see threshold_clamped).")
+        description="The lowest threshold a search may use: over HTTP, the default threshold "
+        "(a search never runs where more faces of other people are expected). A lower "
+        "threshold asked for is raised to it (see threshold_clamped).")
     threshold_guide: list[GuidePoint] = Field(
         description="Expected faces of other people per search at thresholds across the usable "
         "range, ascending; interpolate between them on a log scale.")
@@ -78,7 +81,10 @@ class Info(IndexSummary):
 
 class Provenance(BaseModel):
     """Where a photo comes from, as its dataset states it; null where the dataset says
-    nothing (never guessed)."""
+    nothing (never guessed). Never where the photo is on the server's disk: a path can name
+    the person pictured (LFW's Firstname_Lastname/...)."""
+
+    model_config = ConfigDict(extra="ignore")
 
     dataset: str | None = Field(description="The dataset the photo is part of.")
     photo_id: str | None = Field(description="The photo's id on its platform (e.g. Flickr).")
@@ -92,15 +98,12 @@ class Provenance(BaseModel):
     date_taken: str | None = Field(description="As the dataset gives it, verbatim.")
     date_uploaded: str | None
     sha256: str | None = Field(description="SHA-256 of the image bytes that were indexed.")
-    source_record: str | None = Field(
-        description="Where in the dataset this came from: file and line, or shard and key.")
 
 
 class MatchOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")  # only these fields leave the server
 
     dataset: str = Field(description="The dataset of the index the photo was found in.")
-    image: str = Field(description="The photo within the dataset: its path, or shard/member.")
     image_key: str = Field(description="The photo's stable key: dataset:photo_id, or "
                            "dataset:sha256:... when the platform gives no id.")
     face_id: str = Field(description="Stable 64-bit id of the matching face (the same in "
@@ -135,7 +138,7 @@ class SearchResult(IndexSummary):
         description="The threshold the search asked for; null when it named none.")
     threshold_clamped: bool = Field(
         description="Whether the threshold asked for was below min_threshold and was raised to "
-        "it: a lower one would show faces of other people.")
+        "it: a lower one would show faces of other people. The threshold used is in threshold.")
     expected_false_matches: float | None = Field(description=_EXPECTED_DOC)
     matches: list[MatchOut] = Field(description="Photos with a face like the selfie's, best "
                                     "first, each once with its best face.")

@@ -7,15 +7,13 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
+from limits import parse as parse_limit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from faceaudit.models.calibration import (
-    MAX_EXPECTED_STRANGERS,
-    MAX_RESULTS,
-    TARGET_EXPECTED_STRANGERS,
-)
+from faceaudit.models.calibration import MAX_RESULTS, TARGET_EXPECTED_STRANGERS
 from faceaudit.models.sessions import Device
+from faceaudit.removals.state_dir import default_state_dir
 
 # Several folders in one environment variable: a JSON list, or paths separated as in PATH.
 Folders = Annotated[list[Path], NoDecode]
@@ -32,14 +30,14 @@ class ServiceSettings(BaseSettings):
     # Where each index's photos are now, in the order of `index`; empty: where they were when
     # indexed.
     dataset: Folders = []
-    # None: derived from the size of the indexes searched, so that a search is expected to show
-    # at most target_expected_strangers faces of other people (never below the pack's
-    # calibrated one).
-    threshold: float | None = None
-    target_expected_strangers: float = Field(default=TARGET_EXPECTED_STRANGERS, gt=0)
-    # No search runs where more faces of other people than this are expected (no browsing):
-    # a lower threshold asked for is raised to that floor, and the response says so.
-    max_expected_strangers: float = Field(default=MAX_EXPECTED_STRANGERS, gt=0)
+    # The default threshold is derived from the size of the indexes searched, so that a search
+    # is expected to show at most target_expected_strangers faces of other people (never below
+    # the pack's calibrated one), and no search runs below it: a lower threshold asked for is
+    # raised to it, and the response says so. `threshold` can only raise it. The target can
+    # only be made stricter than 0.1: no public search may show more strangers.
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    target_expected_strangers: float = Field(default=TARGET_EXPECTED_STRANGERS, gt=0,
+                                             le=TARGET_EXPECTED_STRANGERS)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 40_000_000
     max_results: int = Field(default=MAX_RESULTS, ge=1)  # photos per search, at most
@@ -58,17 +56,42 @@ class ServiceSettings(BaseSettings):
     thumbnail_ttl: int = 3600  # seconds a thumbnail link from a search result stays valid
     rate_limit: str | None = "30/minute"  # searches per client address (`limits` syntax); None: off
     daily_limit: str | None = "200/day"  # the same, per day, beside rate_limit; None: off
-    # Removal requests and the search audit log (SQLite), outside the index folders. None: no
-    # removal requests, no audit log, and search results carry no match_id.
-    state_dir: Path | None = None
+    # Removal requests and the search audit log (SQLite), outside the index folders: by default
+    # the one every faceaudit command uses (faceaudit.removals.default_state_dir).
+    state_dir: Path = Field(default_factory=default_state_dir)
+    # False (serve --no-removals): no removal requests, no audit log, search results carry no
+    # match_id, and POST /api/removals says whom to write to instead.
+    removals: bool = True
     # The maintainers' address per dataset name (JSON object in the environment), for the
     # letter's mailto: link.
     dataset_contacts: dict[str, str] = {}
-    # Bearer token of the admin routes (/api/admin/...); None: they answer 404.
+    # Bearer token of the admin routes (/api/admin/...); None: they do not exist (404, and
+    # absent from the OpenAPI document).
     admin_token: SecretStr | None = None
     # Seconds between checks for a newly published index at each folder of `index`, loaded in
     # the background and swapped in when ready (None: never reload).
     reload_interval: float | None = Field(default=5.0, gt=0)
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _default_state_dir(cls, value: Any) -> Any:
+        # FACEAUDIT_STATE_DIR="" or None: the default, never Path("") (the working folder).
+        return default_state_dir() if value is None or str(value).strip() == "" else value
+
+    @field_validator("rate_limit", "daily_limit")
+    @classmethod
+    def _limit(cls, value: str | None) -> str | None:
+        if not value:  # "" in the environment: off
+            return None
+        try:
+            item = parse_limit(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit: write it as 30/minute or "
+                             "200/day") from None
+        if item.amount < 1:
+            raise ValueError(f"{value!r} lets no search through: use at least 1, or turn the "
+                             "limit off") from None
+        return value
 
     @field_validator("index", "dataset", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import hmac
 import io
+import logging
 import math
 import re
 import secrets
@@ -42,6 +43,8 @@ _TOKEN_BYTES = _PAYLOAD.size + hashlib.sha256().digest_size
 _TOKEN_CHARS = math.ceil(_TOKEN_BYTES * 4 / 3)  # unpadded base64url
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _PURPOSE = b"faceaudit thumbnail\0"  # domain separation, should the secret ever sign more
+
+log = logging.getLogger(__name__)
 
 
 class ThumbnailNotFound(FaceAuditError):
@@ -140,17 +143,38 @@ def linked_face(index: FaceIndex, image_id: int, face: int) -> LinkedFace:
 
 def photo_bytes(root: Path, record: ImageRecord) -> bytes:
     """The bytes of an indexed photo, from where the index says they are under ``root`` (a
-    file, or a member of an img2dataset tar); never from outside ``root``."""
+    file, or a member of an img2dataset tar); never from outside ``root``, and only if they
+    are the bytes indexed: their SHA-256 is the record's. Anything else (a download redone in
+    place, ``--dataset`` naming another copy, an edited photo) would be shown with the boxes
+    of another photo's faces, its people unblurred: PhotoUnavailable, and the record is
+    logged by its image key (never its path, which may name the person pictured). A record
+    without a SHA-256 cannot be checked, so it is not shown either (every record with a face
+    has one: the indexer hashes the bytes before it decodes them). The width and height
+    recorded follow from the bytes, so the hash covers them."""
+    unavailable = PhotoUnavailable(
+        "This photo is no longer available from this service: it was moved, deleted or "
+        "changed since the index was built. Search again later.")
     location = record.location
     if location is None or safe_relative(location.path) != location.path:
-        raise PhotoUnavailable(f"The index names the photo {record.ref!r} outside the dataset.")
+        log.warning("photo %s: the index names a place outside the dataset", record.key)
+        raise unavailable
     try:
-        return read_location(root, location)
+        data = read_location(root, location)
     except UnreadableFile as error:
-        raise PhotoUnavailable(
-            f"The photo {record.ref} cannot be read from the dataset folder any more ({error}); "
-            "it was moved or deleted since the index was built."
-        ) from None
+        log.warning("photo %s cannot be read from the dataset folder: %s", record.key, error)
+        raise unavailable from None
+    if record.sha256 is None:
+        log.warning("photo %s has no SHA-256 in the index: not shown (rebuild the index)",
+                    record.key)
+        raise unavailable
+    # The length first: a cheap refusal of most changed files, before hashing.
+    if ((record.bytes is not None and len(data) != record.bytes)
+            or hashlib.sha256(data).hexdigest() != record.sha256):
+        log.warning("photo %s is not the one indexed: its bytes changed since the index was "
+                    "built (SHA-256 %s indexed); not shown. Rebuild the index, or point "
+                    "--dataset at the photos indexed", record.key, record.sha256)
+        raise unavailable
+    return data
 
 
 # A face close-up is a square of the face box's longer side plus this share of it on each

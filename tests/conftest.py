@@ -6,6 +6,10 @@ faceaudit.demo), so the tests run on any machine with the package installed.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +22,13 @@ from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import resolve_pack
 from faceaudit.service.app import create_app
 from faceaudit.service.settings import ServiceSettings
+
+# Removals are on by default, in the user's state folder (~/.local/state/faceaudit): no test
+# may write there. Every process of the run, subprocesses included, gets a folder of its own
+# instead, before anything runs; tests that need a state of their own pass --state-dir.
+os.environ.pop("FACEAUDIT_STATE_DIR", None)
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="faceaudit-test-state-")
+atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +55,7 @@ def built_index(collection: tuple[Path, Path], engine: FaceEngine,
 @pytest.fixture(scope="module")
 def settings(built_index: Path) -> ServiceSettings:
     """Service settings over the demo index (no rate limit). Modules may override it."""
-    return ServiceSettings(index=built_index, device="cpu", rate_limit=None)
+    return ServiceSettings(index=built_index, device="cpu", rate_limit=None, daily_limit=None)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from faceaudit.service.thumbnails import (
     render_face,
     render_thumbnail,
 )
+from tests.photos import photos_of
 
 TEAM = "team/players.jpg"
 GROUP = "street/group_with_yao_behind.jpg"
@@ -36,17 +37,21 @@ GROUP = "street/group_with_yao_behind.jpg"
 
 @pytest.fixture(scope="module")
 def client(built_index: Path, engine: FaceEngine) -> Iterator[TestClient]:
-    settings = ServiceSettings(index=built_index, device="cpu", rate_limit=None)
+    settings = ServiceSettings(index=built_index, device="cpu", rate_limit=None,
+                               daily_limit=None)
     with TestClient(create_app(settings, engine=engine)) as test_client:
         yield test_client
 
 
 @pytest.fixture(scope="module")
-def yao_matches(client: TestClient, collection: tuple[Path, Path]) -> dict[str, dict]:
+def yao_matches(client: TestClient, collection: tuple[Path, Path],
+                built_index: Path) -> dict[str, dict]:
+    """Yao's matches by the path of their photo (which the result itself does not give)."""
     selfie = (collection[1] / "yaoming.jpg").read_bytes()
     response = client.post("/api/search", files={"selfie": ("s.jpg", selfie, "image/jpeg")})
     assert response.status_code == 200, response.text
-    return {m["image"]: m for m in response.json()["matches"]}
+    matches = response.json()["matches"]
+    return dict(zip(photos_of(matches, built_index), matches, strict=True))
 
 
 def token_of(link: str) -> str:
@@ -179,6 +184,7 @@ def test_faces_too_small_to_embed_are_blurred_and_the_match_is_not(
     assert len(small) >= 5
 
     settings = ServiceSettings(index=tmp_path / "index", device="cpu", rate_limit=None,
+                               daily_limit=None,
                                thumbnail_size=max(scene.size))  # full size: exact pixels
     selfie = (collection[1] / "yaoming.jpg").read_bytes()
     with TestClient(create_app(settings, engine=engine)) as served:

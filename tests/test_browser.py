@@ -7,8 +7,9 @@ again: the photos are gone. A screenshot of each step is kept in ``tests/artifac
 (or ``$FACEAUDIT_TEST_ARTIFACTS/browser/``) and its path printed.
 
 Playwright's own browser download is not used: it launches Debian's ``chromium``
-(``$FACEAUDIT_CHROMIUM``, default ``/usr/bin/chromium``). Without it the test fails, saying how
-to install it. Outside CI (no ``CI`` variable), ``FACEAUDIT_BROWSER_TESTS=0`` skips it.
+(``$FACEAUDIT_CHROMIUM``, default ``/usr/bin/chromium``). Without it the test is skipped with
+a line saying how to install it, except in CI (``CI`` set), where it fails. Outside CI,
+``FACEAUDIT_BROWSER_TESTS=0`` skips it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from faceaudit.models.engine import FaceEngine
 from faceaudit.service.app import create_app
 from faceaudit.service.settings import ServiceSettings
 from tests.live_server import serve
+from tests.photos import photos_of
+from tests.preconditions import CHROMIUM, require_browser
 
-CHROMIUM = Path(os.environ.get("FACEAUDIT_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("FACEAUDIT_TEST_ARTIFACTS")
                  or Path(__file__).parent / "artifacts") / "browser"
 # What works in a container without a display, a sandbox or the network.
@@ -45,22 +47,9 @@ TIMEOUT_MS = 20_000
 
 @pytest.fixture
 def playwright_api() -> Any:
-    """The sync Playwright module; a failure saying how to install what is missing. Outside CI,
-    FACEAUDIT_BROWSER_TESTS=0 skips the test instead."""
-    if os.environ.get("FACEAUDIT_BROWSER_TESTS") == "0" and not os.environ.get("CI"):
-        pytest.skip("FACEAUDIT_BROWSER_TESTS=0")
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing = "Playwright for Python: .venv/bin/pip install -e '.[test]'"
-    else:
-        if CHROMIUM.exists():
-            return sync_api
-        missing = (f"Chromium at {CHROMIUM}: apt-get install -y chromium (Debian's package; "
-                   "Playwright's own browser download is not used), or point "
-                   "FACEAUDIT_CHROMIUM at a Chromium binary")
-    pytest.fail(f"The browser test needs {missing}. (Outside CI, FACEAUDIT_BROWSER_TESTS=0 "
-                "skips it.)", pytrace=False)
+    """The sync Playwright module. Without Playwright or Chromium the test is skipped, saying
+    how to install them (in CI it fails); outside CI, FACEAUDIT_BROWSER_TESTS=0 skips it."""
+    return require_browser()
 
 
 class Shots:
@@ -110,22 +99,23 @@ def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return w * h / smaller
 
 
-def _check_bystanders_blurred(match: dict[str, Any], thumbnail: bytes, photos: Path,
+def _check_bystanders_blurred(match: dict[str, Any], thumbnail: bytes, photo: Path,
                               engine: FaceEngine) -> int:
     """Asserts that the detector finds no face but the matched one in the thumbnail the page
-    showed; returns how many faces it finds in the same photo unblurred at that size."""
+    showed; returns how many faces it finds in the same photo (the file ``photo``) unblurred at
+    that size."""
     size = Image.open(io.BytesIO(thumbnail)).size
     scale = size[0] / match["width"]
     matched = tuple(v * scale for v in match["bbox"])
     found = _faces_in(thumbnail, engine)
     strangers = [box for box in found if _overlap(box, matched) < 0.5]
-    assert not strangers, f"{match['image']}: faces of other people not blurred at {strangers}"
-    return len(_faces_in(_as_thumbnail(photos / match["image"], size), engine))
+    assert not strangers, f"{photo}: faces of other people not blurred at {strangers}"
+    return len(_faces_in(_as_thumbnail(photo, size), engine))
 
 
 def _card_texts(page: Any) -> list[dict[str, Any]]:
     return list(page.eval_on_selector_all("#grid .card", """cards => cards.map(c => ({
-        image: c.querySelector('code').textContent,
+        key: c.querySelector('code').title,
         meaning: c.querySelector('.meaning').textContent,
         provenance: c.querySelector('.provenance').innerText,
         link: c.querySelector('.provenance a')?.href ?? null,
@@ -168,7 +158,7 @@ def _letters_urls(match: dict[str, Any]) -> list[str]:
 
 def test_the_subjects_journey_in_a_real_browser(
         playwright_api: Any, base_url: str, collection: tuple[Path, Path], engine: FaceEngine,
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        built_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.monotonic()
     photos, selfies = collection
     selfie = selfies / "yaoming.jpg"
@@ -216,13 +206,14 @@ def test_the_subjects_journey_in_a_real_browser(
             # 2. A selfie: the photos found, each with its provenance and what it means.
             result = _search(page, lambda: page.set_input_files("#camera", str(selfie)))
             matches = result["matches"]
-            assert {m["image"] for m in matches} == {
+            found = photos_of(matches, built_index)  # the results name no path: keys only
+            assert set(found) == {
                 "team/players.jpg", "street/group_with_yao_behind.jpg",
                 "portraits/yao_flipped.jpg", "portraits/yao_bright_small.jpg"}
             assert all(m["match_id"] for m in matches)
             _all_images_loaded(page)
             cards = _card_texts(page)
-            assert [c["image"] for c in cards] == [m["image"] for m in matches]
+            assert [c["key"] for c in cards] == [m["image_key"] for m in matches]
             for card, match in zip(cards, matches, strict=True):
                 source = match["provenance"]
                 assert source["dataset"] in card["provenance"]
@@ -243,8 +234,9 @@ def test_the_subjects_journey_in_a_real_browser(
 
             # 3. Every face but the matched one blurred, in what the page received.
             unblurred = [
-                _check_bystanders_blurred(m, thumbnails[m["thumbnail"]].body(), photos, engine)
-                for m in matches]
+                _check_bystanders_blurred(m, thumbnails[m["thumbnail"]].body(), photos / photo,
+                                          engine)
+                for m, photo in zip(matches, found, strict=True)]
             assert max(unblurred) >= 2, "no photo with other faces: the check proved nothing"
 
             # 4. Keep one photo out of the request, ask for removal of the others.
@@ -274,7 +266,23 @@ def test_the_subjects_journey_in_a_real_browser(
             _until(page, "document.querySelector('#letters .copied').textContent")
             assert page.text_content("#letters .copied") == "Copied."
             assert page.evaluate("navigator.clipboard.readText()") == letter
+            # The link to follow the request, with words telling to keep it; it opens.
+            assert page.is_visible("#status-link")
+            assert "Keep this link" in page.text_content("#status-keep")
+            status_url = page.get_attribute("#status-link", "href")
+            assert status_url == f"{base_url}{removal['status_url']}"
+            assert page.text_content("#status-link") == status_url
             shots.take("removal-requested")
+            with context.expect_page() as opened:
+                page.click("#status-link")
+            status_page = opened.value
+            status_page.wait_for_load_state()
+            assert status_page.url == status_url
+            assert status_page.text_content("h2") == "Status: received"
+            shown = status_page.text_content("dl")
+            assert removal["request_id"] in shown and f"Photos{len(removed)}" in shown
+            assert SUBJECT not in status_page.content()
+            status_page.close()
 
             # 5. The request as files: JSON and CSV, both listing the photos.
             files = {}
@@ -290,7 +298,7 @@ def test_the_subjects_journey_in_a_real_browser(
 
             # 6. Search again: only the photo kept out of the request comes back.
             again = _search(page, lambda: page.click("#again"))
-            assert [m["image"] for m in again["matches"]] == [kept["image"]]
+            assert [m["image_key"] for m in again["matches"]] == [kept["image_key"]]
             _all_images_loaded(page)
             shots.take("searched-again")
 
@@ -302,8 +310,15 @@ def test_the_subjects_journey_in_a_real_browser(
             last = _search(page, lambda: page.click("#again"))
             assert last["matches"] == []
             assert "No photo" in page.text_content("#results-title")
-            # Moving the slider away from the threshold used asks to search again.
+            # The slider goes no lower than the default threshold, the lowest the server
+            # searches at; moving it away from the threshold used asks to search again.
+            info = page.evaluate("fetch('/api/info').then(r => r.json())")
+            assert float(page.get_attribute("#threshold", "min")) == \
+                info["default_threshold"] == info["min_threshold"] == last["threshold"]
             page.focus("#threshold")
+            for key in ("Home", "ArrowLeft", "PageDown"):
+                page.keyboard.press(key)
+                assert float(page.input_value("#threshold")) == info["default_threshold"], key
             page.keyboard.press("ArrowRight")
             assert "Search again to apply it." in page.text_content("#threshold-guide")
             shots.take("all-gone")

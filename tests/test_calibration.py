@@ -23,6 +23,7 @@ from faceaudit.models.calibration import (
     tail_from_eval,
 )
 from faceaudit.models.packs import buffalo_s, pack_from_folder
+from tests import expected_strangers as expected
 
 CURVE = Calibration(pack="p", recognizer_sha256="abc", threshold=0.3,
                     fmr=[(0.2, 1e-2), (0.3, 1e-4), (0.4, 0.0)], impostor_comparisons=1_000_000,
@@ -171,12 +172,14 @@ def test_round_trip_with_a_tail_and_old_files_load(tmp_path: Path) -> None:
 def test_operating_and_minimum_thresholds() -> None:
     # the recall-optimal threshold while the index is small...
     assert TAILED.operating_threshold(100) == 0.3
-    # ...then the lowest at which 0.1 strangers per search are expected
+    # ...then the lowest at which 0.1 strangers per search are expected, as recomputed from
+    # its numbers (tests/expected_strangers.py)
+    curve = json.loads(TAILED.to_json())
     big = TAILED.operating_threshold(10**8)
-    assert big > 0.3 and 10**8 * TAILED.false_match_rate(big) <= 0.1
-    assert 10**8 * TAILED.false_match_rate(big - 0.001) > 0.1  # and no higher than needed
-    assert TAILED.min_threshold(10**8) < big
-    assert 10**8 * TAILED.false_match_rate(TAILED.min_threshold(10**8)) <= 1.0
+    assert big > 0.3 and big == expected.default_threshold(curve, 10**8)
+    assert expected.strangers(curve, big, 10**8) <= 0.1
+    assert expected.strangers(curve, big - 0.001, 10**8) > 0.1  # and no higher than needed
+    assert TAILED.min_threshold(10**8) == expected.lowest(curve, 10**8, 1.0) < big
     assert TAILED.min_threshold(10) == 0.1  # never below the first measured point
     uncalibrated = Calibration(pack="p", recognizer_sha256=None,
                                threshold=UNCALIBRATED_THRESHOLD, fmr=[],
@@ -196,7 +199,9 @@ SIZES = [10**k for k in range(1, 11)]
 @pytest.fixture(scope="module")
 def shipped() -> Calibration:
     pack = buffalo_s()
-    return load_calibration(pack, pack.recognizer.sha256)
+    calibration = load_calibration(pack, pack.recognizer.sha256)
+    assert calibration.calibrated, "the packaged buffalo_s pack is not calibrated"
+    return calibration
 
 
 def test_shipped_curve_reaches_the_rates_of_a_hundred_million_faces(
@@ -210,13 +215,20 @@ def test_shipped_curve_reaches_the_rates_of_a_hundred_million_faces(
 
 
 def test_shipped_operating_threshold_holds_at_any_index_size(shipped: Calibration) -> None:
+    # Checked against the file's own numbers, recomputed by tests/expected_strangers.py.
+    curve = expected.shipped()
     thresholds = [shipped.operating_threshold(size) for size in SIZES]
-    assert thresholds == sorted(thresholds) and thresholds[0] == shipped.threshold == 0.375
-    for size in (10**4, 10**6, 10**8):
-        threshold = shipped.operating_threshold(size)
-        assert (shipped.expected_false_matches(threshold, size) or 0) <= 0.1
+    assert thresholds == [expected.default_threshold(curve, size) for size in SIZES]
+    assert thresholds == sorted(thresholds) and thresholds[0] == curve["threshold"] == 0.375
+    for size, threshold in zip(SIZES, thresholds, strict=True):
+        assert expected.strangers(curve, threshold, size) <= 0.1
+        assert shipped.expected_false_matches(threshold, size) == pytest.approx(
+            expected.strangers(curve, threshold, size), rel=1e-9)
         floor = shipped.min_threshold(size)
-        assert floor <= threshold and (shipped.expected_false_matches(floor, size) or 0) <= 1
+        assert floor == expected.lowest(curve, size, 1.0) <= threshold
+        assert expected.strangers(curve, floor, size) <= 1
+    # The README's table: 10^4, 10^6 and 10^8 faces.
+    assert (thresholds[3], thresholds[5], thresholds[7]) == (0.375, 0.455, 0.569)
     assert thresholds[-1] < 1  # even 10^10 faces leave room for strong matches
     assert shipped.strength(0.9, 10**8) == "strong"
     assert shipped.strength(shipped.operating_threshold(10**8) + 0.01, 10**8) == "possible"

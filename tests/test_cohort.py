@@ -15,6 +15,7 @@ from faceaudit.cli import app as cli
 from faceaudit.indexer.build import build_index
 from faceaudit.models.calibration import MAX_RESULTS, MEANING
 from faceaudit.models.engine import FaceEngine
+from tests.expected_strangers import lowest, shipped, strangers
 
 runner = CliRunner()
 YAO_PHOTOS = {"team/players.jpg", "street/group_with_yao_behind.jpg",
@@ -139,3 +140,52 @@ def test_cohort_refuses_a_threshold_under_the_floor(built_index: Path, selfies: 
     assert allowed.exit_code == 0, allowed.output
     strangers = [row for row in _read(out) if row["participant"] == "yao"]
     assert len(strangers) > 4  # the floor is what kept these out
+
+
+def _faces(index: Path) -> int:
+    return int(json.loads((index / "manifest.json").read_text())["counts"]["faces"])
+
+
+def test_cohort_bounds_strangers_over_the_indexes_combined_size(
+        built_index: Path, other_index: Path, selfies: Path, tmp_path: Path) -> None:
+    # As the service does: a participant's search of two indexes is held to the bound one
+    # index of their combined size would be (at most 1 stranger expected per search, the
+    # command line's floor), not to that bound in each. Recomputed from the calibration file.
+    calibration = shipped()
+    each = max(lowest(calibration, _faces(built_index), 1.0),
+               lowest(calibration, _faces(other_index), 1.0))
+    combined = lowest(calibration, _faces(built_index) + _faces(other_index), 1.0)
+    assert each < combined  # the sizes make the two bounds differ
+    below = f"{combined - 0.001:.3f}"  # enough for either index alone, not for both
+    assert strangers(calibration, float(below), _faces(built_index)) <= 1.0
+    assert strangers(calibration, float(below), _faces(built_index) + _faces(other_index)) > 1
+    out = tmp_path / "results.csv"
+    args = ["cohort", str(selfies), "--out", str(out), "--device", "cpu"]
+    one = runner.invoke(cli, [*args, "--index", str(built_index), "--threshold", below])
+    assert one.exit_code == 0, one.output
+    both = runner.invoke(cli, [*args, "--index", str(built_index), "--index", str(other_index),
+                               "--threshold", below])
+    assert both.exit_code == 2 and "floor" in both.output
+    at = runner.invoke(cli, [*args, "--index", str(built_index), "--index", str(other_index),
+                             "--threshold", f"{combined:.3f}"])
+    assert at.exit_code == 0, at.output
+
+
+def test_cohort_caps_a_participants_photos_over_all_indexes(
+        built_index: Path, other_index: Path, selfies: Path, tmp_path: Path) -> None:
+    indexes = ["--index", str(built_index), "--index", str(other_index)]
+    every = tmp_path / "every.csv"
+    assert runner.invoke(cli, ["cohort", str(selfies), *indexes, "--out", str(every),
+                               "--device", "cpu"]).exit_code == 0
+    scores = sorted((float(row["score"]) for row in _read(every) if row["participant"] == "yao"),
+                    reverse=True)
+    assert len(scores) == 8  # 4 photos in each index
+    capped = tmp_path / "capped.csv"
+    result = runner.invoke(cli, ["cohort", str(selfies), *indexes, "--out", str(capped),
+                                 "--top", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    yao = [row for row in _read(capped) if row["participant"] == "yao"]
+    assert sorted((float(row["score"]) for row in yao), reverse=True) == scores[:3]
+    summary = next(row for row in _read(capped.with_name("capped.summary.csv"))
+                   if row["participant"] == "yao")  # the first: the second is a duplicate
+    assert summary["photos_found"] == "3" and summary["capped_in"] == "faceaudit-demo;other"

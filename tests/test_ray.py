@@ -5,7 +5,8 @@ skips the units an earlier run finished.
 Ray's services listen on every interface of their host; here the cluster runs in a private
 network namespace holding only the loopback interface (made for this module's thread, and left
 at the end), so nothing of it can be reached from outside 127.0.0.1. That needs
-CAP_SYS_ADMIN, which the CI's root has.
+CAP_SYS_ADMIN, which the CI's root has; elsewhere the cluster's tests are skipped, saying so
+(``tests.preconditions``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from faceaudit.indexer.staging import prepare_staging, staging_folder
 from faceaudit.indexer.units import UnitContext, process_unit, source_units
 from faceaudit.models.engine import FaceEngine
 from tests.img2dataset_fixtures import write_webdataset_shard
+from tests.preconditions import require_network_namespace
 
 runner = CliRunner()
 DATASET = "raytest"
@@ -55,10 +57,10 @@ def loopback_only_network() -> Iterator[None]:
     the loopback interface, up; move back at the end."""
     libc = ctypes.CDLL(None, use_errno=True)
     original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    if libc.unshare(_CLONE_NEWNET) != 0:  # checked up front (require_network_namespace)
+        os.close(original)
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
     try:
-        if libc.unshare(_CLONE_NEWNET) != 0:
-            pytest.fail("Ray needs a private network namespace here (unshare(CLONE_NEWNET): "
-                        f"{os.strerror(ctypes.get_errno())}); run the tests as root.")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             fcntl.ioctl(probe, _SIOCSIFFLAGS, struct.pack(
                 "16sH14x", b"lo", _IFF_UP | _IFF_LOOPBACK | _IFF_RUNNING))
@@ -72,6 +74,7 @@ def loopback_only_network() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[None]:
     """Ray on 127.0.0.1 with two CPUs: the pool has two worker processes."""
+    require_network_namespace()
     saved = {name: os.environ.get(name) for name in ("RAY_USAGE_STATS_ENABLED",)}
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     temp = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must fit in 107 bytes

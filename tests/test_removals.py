@@ -39,6 +39,7 @@ from faceaudit.removals import (
     suppressed_face_ids,
 )
 from faceaudit.service.app import create_app
+from faceaudit.service.deps import Services
 from faceaudit.service.removals import PhotoOut
 from faceaudit.service.settings import ServiceSettings
 
@@ -83,6 +84,19 @@ def search(client: TestClient, data: bytes, name: str = "selfie.jpg") -> dict:
     return response.json()
 
 
+def services_of(client: TestClient) -> Services:
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    return services
+
+
+def photo_paths(client: TestClient, matches: list[dict]) -> list[str]:
+    """Where each match's photo is in the dataset: the API does not say (a path can name the
+    person pictured), the index served does."""
+    refs = {record.key: record.ref for served in services_of(client).catalog.served
+            for record in served.published.index.images}
+    return [refs[m["image_key"]] for m in matches]
+
+
 def remove(client: TestClient, match_ids: list[str], **body: object) -> httpx.Response:
     return client.post("/api/removals", json={"matches": match_ids, **body})
 
@@ -100,7 +114,7 @@ def test_a_removal_request_lists_the_photos_and_hides_them_from_every_later_sear
         client: TestClient, settings: ServiceSettings, yao: bytes,
         collection: tuple[Path, Path]) -> None:
     found = search(client, yao)["matches"]
-    assert {m["image"] for m in found} == YAO_PHOTOS
+    assert set(photo_paths(client, found)) == YAO_PHOTOS
     assert all(isinstance(m["match_id"], str) and len(m["match_id"]) > 40 for m in found)
     first, rest = found[0], found[1:]
 
@@ -121,9 +135,10 @@ def test_a_removal_request_lists_the_photos_and_hides_them_from_every_later_sear
     assert [p["image_key"] for p in entry["photos"]] == [m["image_key"] for m in rest]
     for photo, match in zip(entry["photos"], rest, strict=True):
         assert set(photo) == set(PHOTO_FIELDS)
-        for field in ("photo_id", "image_url", "page_url", "sha256", "source_record",
-                      "uploader_name", "licence_name"):
+        for field in ("photo_id", "image_url", "page_url", "sha256", "uploader_name",
+                      "licence_name"):
             assert photo[field] == match["provenance"][field]
+        assert photo["source_record"]  # for the maintainers, only in the receipt
         # The letter names each photo exactly: its page, its bytes' SHA-256, its record.
         for value in (photo["image_key"], photo["page_url"], photo["sha256"],
                       photo["source_record"]):
@@ -148,7 +163,7 @@ def test_a_removal_request_lists_the_photos_and_hides_them_from_every_later_sear
     # From now on no search returns Yao's faces; other people are still found.
     assert search(client, yao)["matches"] == []
     hanks = search(client, (collection[1] / "tom_hanks.png").read_bytes())["matches"]
-    assert [m["image"] for m in hanks] == ["portraits/hanks.jpg"]
+    assert photo_paths(client, hanks) == ["portraits/hanks.jpg"]
     assert suppressed_face_ids(settings.state_dir, DATASET) == {
         int(m["face_id"]) for m in found}
 
@@ -181,7 +196,7 @@ def test_suppression_survives_a_newly_published_index(engine: FaceEngine, yao: b
                            daily_limit=None, reload_interval=0.05, state_dir=tmp_path / "state")
     with served(live, engine) as client:
         before = search(client, yao)["matches"]
-        assert {m["image"] for m in before} == {"yao_flipped.jpg", "yao_bright_small.jpg"}
+        assert set(photo_paths(client, before)) == {"yao_flipped.jpg", "yao_bright_small.jpg"}
         assert remove(client, [before[0]["match_id"]]).status_code == 201
 
         # The operator adds a photo and publishes the grown index while the service runs.
@@ -193,7 +208,8 @@ def test_suppression_survives_a_newly_published_index(engine: FaceEngine, yao: b
                and time.monotonic() < deadline):
             time.sleep(0.02)
         after = search(client, yao)["matches"]
-        assert {m["image"] for m in after} == {before[1]["image"], "players.jpg"}
+        assert {m["image_key"] for m in after} - {before[1]["image_key"]} == {
+            record.key for record in FaceIndex(out).images if record.ref == "players.jpg"}
         # A match id of the replaced index is refused, with what to do.
         message = assert_error(remove(client, [before[1]["match_id"]]), 422, "invalid_match_id")
         assert "earlier version of the index" in message and "search again" in message
@@ -206,7 +222,7 @@ def test_only_match_ids_issued_by_a_search_of_this_index_are_accepted(
         collection: tuple[Path, Path], engine: FaceEngine) -> None:
     found = search(client, yao)["matches"]
     good = found[0]["match_id"]
-    services = client.app.state.services
+    services = services_of(client)
     index: FaceIndex = services.published.index
     flipped = good[:10] + ("A" if good[10] != "A" else "B") + good[11:]
     assert_error(remove(client, [flipped]), 422, "invalid_match_id")
@@ -251,14 +267,24 @@ def _match_of(index: FaceIndex, engine: FaceEngine, selfie: bytes):
     return search_selfie(engine, index, decode_image(selfie), top=1)[0]
 
 
-def test_without_a_state_folder_there_are_no_match_ids_and_no_removals(
-        built_index: Path, engine: FaceEngine, yao: bytes) -> None:
-    plain = ServiceSettings(index=built_index, device="cpu", rate_limit=None, daily_limit=None)
-    with served(plain, engine) as client:
+def test_with_removals_off_there_are_no_match_ids_and_the_route_says_whom_to_write_to(
+        built_index: Path, engine: FaceEngine, yao: bytes, tmp_path: Path) -> None:
+    off = ServiceSettings(index=built_index, device="cpu", rate_limit=None, daily_limit=None,
+                          removals=False, state_dir=tmp_path / "state",
+                          admin_token=ADMIN_TOKEN, dataset_contacts={DATASET: MAINTAINERS})
+    with served(off, engine) as client:
         found = search(client, yao)["matches"]
         assert found and all(m["match_id"] is None for m in found)
-        message = assert_error(remove(client, ["x" * 82]), 503, "removals_disabled")
-        assert "FACEAUDIT_STATE_DIR" in message
+        bodies: list[dict[str, list[str]]] = [{"matches": ["x" * 82]}, {}, {"matches": []}]
+        for body in bodies:
+            message = assert_error(client.post("/api/removals", json=body), 404,
+                                   "removals_disabled")
+            assert "turned them off" in message and f"{DATASET}: {MAINTAINERS}" in message
+        paths = client.get("/openapi.json").json()["paths"]
+        assert not [path for path in paths if "/removals" in path]  # admin ones too
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        assert_error(client.get("/api/admin/removals", headers=auth), 404, "not_found")
+    assert not (tmp_path / "state").exists()  # nothing kept, not even the audit log
 
 
 def test_a_state_folder_inside_the_index_folder_is_refused(built_index: Path,
@@ -292,7 +318,8 @@ def test_the_database_holds_no_selfie_embedding_score_or_address(
     db = sqlite3.connect(state / DATABASE)
     tables = {name for (name,) in db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"removal_requests", "removal_photos", "removal_faces", "search_log"}
+    assert tables == {"removal_requests", "removal_photos", "removal_faces", "removal_tokens",
+                      "search_log"}
     values = []
     for table in tables:
         columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
@@ -324,7 +351,9 @@ def test_every_search_is_logged_without_biometrics(client: TestClient, yao: byte
     sky = (collection[0] / "street" / "sky.png").read_bytes()
     assert_error(client.post("/api/search", files={"selfie": ("s.png", sky, "image/png")}),
                  422, "no_face")
-    log = client.app.state.services.removals.search_log()
+    store = services_of(client).removals
+    assert store is not None
+    log = store.search_log()
     assert [(r["faces_in_selfie"], r["results"], r["outcome"]) for r in log] == [
         (1, 4, "ok"), (6, 0, "multiple_faces"), (0, 0, "no_face")]
     threshold = client.get("/api/info").json()["default_threshold"]
@@ -378,12 +407,24 @@ def test_admin_routes_need_the_token_and_do_not_exist_without_one(
                       ).json()["requests"] == []
     assert client.get("/api/admin/removals?dataset=other", headers=auth
                       ).json()["requests"] == []
+    rejected = client.post(status, json={"status": "rejected"}, headers=auth)
+    assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+    assert [r["request_id"] for r in client.get("/api/admin/removals?status=rejected",
+                                                headers=auth).json()["requests"]] == [request_id]
+    # Documented with every status they answer.
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/api/admin/removals"]["get"]["responses"]) == {"200", "401", "422",
+                                                                     "503"}
+    assert set(paths["/api/admin/removals/{request_id}/status"]["post"]["responses"]) == {
+        "200", "401", "404", "413", "422", "503"}
 
     no_token = settings.model_copy(update={"admin_token": None})
     with served(no_token, engine) as plain:
         assert_error(plain.get("/api/admin/removals", headers=auth), 404, "not_found")
         assert_error(plain.post(status, json={"status": "done"}, headers=auth), 404,
                      "not_found")
+        assert not [path for path in plain.get("/openapi.json").json()["paths"]
+                    if path.startswith("/api/admin/")]
 
 
 def _photo(n: int, dataset: str = "flickr-faces") -> RemovedPhoto:
@@ -529,8 +570,10 @@ def test_the_next_build_leaves_out_the_faces_whose_removal_was_asked(
     assert rebuilt.manifest["counts"]["removed_faces"] == len(found)
     kept_ids = {int(f) for f in rebuilt.faces.face_id}
     assert not kept_ids & {int(m["face_id"]) for m in found}
-    # Nothing of Yao's is searchable in the new build, even with no state folder to filter.
+    # Nothing of Yao's is searchable in the new build, even with an empty state to filter.
+    (tmp_path / "empty-state").mkdir()
     plain = runner.invoke(cli, ["search", str(collection[1] / "yaoming.jpg"), "--index", str(out),
-                                "--device", "cpu", "--json"], env={"FACEAUDIT_STATE_DIR": ""})
+                                "--device", "cpu", "--json", "--state-dir",
+                                str(tmp_path / "empty-state")])
     assert plain.exit_code == 0, plain.output
     assert json.loads(plain.stdout)["matches"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import replace
@@ -179,6 +180,35 @@ def test_small_counts_are_withheld_and_uploaders_never_named(
         for secret in (uid, uid.split("@")[0], name, *name.split()[1:]):
             assert secret not in text, secret
     assert ">&lt;5</td>" in html and "All Rights Reserved" in html
+
+
+def test_the_page_says_which_counts_are_withheld_and_why(
+        other_index: Path, tmp_path: Path) -> None:
+    """A count withheld only to protect a small one (NC-SA's 5 photos) is not shown as "<5"
+    on a page that says counts under 5 are: it is "withheld", and the page lists it apart."""
+    report, out = _report(str(other_index), "--out", str(tmp_path / "r"))
+    raw, _ = _report(str(other_index), "--out", str(tmp_path / "raw"), "--k", "1")
+    html = (out / "index.html").read_text(encoding="utf-8")
+    # Each withheld count outside the histograms (whose bins k changes), by its true value.
+    for where in report["suppressed"]:
+        if "/bins/" in where:
+            continue
+        value: Any = raw
+        for part in where.split("/")[1:]:
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        assert (where in report["suppressed_secondary"]) == (not 0 < value < 5), where
+    assert set(report["suppressed_secondary"]) <= set(report["suppressed"])
+    nc_sa = f"/licences/{NC_SA}"
+    assert raw["licences"][NC_SA] == 5 and nc_sa in report["suppressed_secondary"]
+    assert "/licences/All Rights Reserved" not in report["suppressed_secondary"]
+    row = re.search(rf"<tr><td>{re.escape(NC_SA)}</td><td class=\"n\">([^<]*)</td>", html)
+    assert row and row.group(1) == "withheld", row
+    assert ("<tr><td>All Rights Reserved</td><td class=\"n\">&lt;5</td>" in html)
+    assert "Counts from 1 to\n  4 are shown as “&lt;5”" in html
+    assert (f"<tr><td><code>{nc_sa}</code></td><td>would give away a count under 5 (it may be "
+            "5 or more)</td></tr>") in html
+    assert ("<tr><td><code>/licences/All Rights Reserved</code></td><td>from 1 to 4</td></tr>"
+            in html)
 
 
 def _counts(tree: Any, path: str = "") -> list[tuple[str, int | None]]:

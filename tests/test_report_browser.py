@@ -3,7 +3,8 @@ Playwright opens ``index.html`` from file:// with every network request refused,
 charts must render (SVG with a non-zero size and bars) with no console error. A screenshot
 is kept in ``tests/artifacts/browser/`` (or ``$FACEAUDIT_TEST_ARTIFACTS/browser/``).
 
-Like tests/test_browser.py: ``$FACEAUDIT_CHROMIUM`` (default ``/usr/bin/chromium``), and
+Like tests/test_browser.py: ``$FACEAUDIT_CHROMIUM`` (default ``/usr/bin/chromium``); skipped
+without Chromium or Playwright, saying how to install them (failed instead in CI), and
 ``FACEAUDIT_BROWSER_TESTS=0`` skips it outside CI.
 """
 

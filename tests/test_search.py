@@ -109,7 +109,8 @@ def test_cli_index_prints_a_summary(collection: tuple[Path, Path], tmp_path: Pat
     result = runner.invoke(app, ["index", str(collection[0] / "street"), "--out",
                                  str(tmp_path / "ix"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "indexed 5 images: 3 with faces" in result.stdout and "images/s" in result.stdout
+    assert "5 images: 3 with faces (" in result.stdout and "images/s" in result.stdout
+    assert ", 2 without a face, 0 failed\n" in result.stdout
 
 
 def test_cli_models_lists_digests_and_licence() -> None:

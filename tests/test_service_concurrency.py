@@ -24,6 +24,7 @@ from faceaudit.indexer.search import FaceIndex
 from faceaudit.models.engine import FaceEngine
 from faceaudit.service.app import create_app
 from faceaudit.service.settings import ServiceSettings
+from tests.photos import photos_of
 
 WAIT_S = 30  # only ever reached when a test fails
 
@@ -38,8 +39,9 @@ def searches_at_once(client: TestClient, data: bytes, n: int) -> list[httpx.Resp
 
 
 def images(response: httpx.Response) -> set[str]:
+    """The keys of the photos found (a result names a photo by its key, never its path)."""
     assert response.status_code == 200, response.text
-    return {m["image"] for m in response.json()["matches"]}
+    return {m["image_key"] for m in response.json()["matches"]}
 
 
 def wrap(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str,
@@ -140,11 +142,11 @@ def test_a_newly_published_index_is_loaded_in_the_background_then_served(
     photos = collection[0]
     settings = ServiceSettings(index=[built_index, live_index],
                                dataset=[photos, photos / "portraits"], device="cpu",
-                               rate_limit=None, reload_interval=0.05)
+                               rate_limit=None, daily_limit=None, reload_interval=0.05)
     with TestClient(create_app(settings, engine=engine)) as client:
         first = search(client, yao).json()["matches"]
         links = {m["dataset"]: m["thumbnail"] for m in first}
-        assert {m["image"] for m in first if m["dataset"] == "live"} == {
+        assert set(photos_of([m for m in first if m["dataset"] == "live"], live_index)) == {
             "yao_flipped.jpg", "yao_bright_small.jpg"}
 
         # Loading the next index waits for the test's word.
@@ -159,14 +161,15 @@ def test_a_newly_published_index_is_loaded_in_the_background_then_served(
         assert loading.wait(WAIT_S)
         # Meanwhile every request is answered, from the old index.
         during = search(client, yao).json()["matches"]
-        assert {(m["dataset"], m["image"]) for m in during} == {
-            (m["dataset"], m["image"]) for m in first}
+        assert {(m["dataset"], m["image_key"]) for m in during} == {
+            (m["dataset"], m["image_key"]) for m in first}
         assert client.get(links["live"]).status_code == 200
         go_on.set()
 
         wait_for(lambda: client.get("/api/info").json()["indexes"][1]["index_images"] == 1)
         after = search(client, yao).json()["matches"]
-        assert [m["image"] for m in after if m["dataset"] == "live"] == ["players.jpg"]
+        assert photos_of([m for m in after if m["dataset"] == "live"], live_index) == [
+            "players.jpg"]
         # The old index's links stop working; the other index's links are untouched.
         assert client.get(links["live"]).status_code == 404
         assert client.get(links["faceaudit-demo"]).status_code == 200
@@ -177,7 +180,8 @@ def test_an_index_that_cannot_be_loaded_is_logged_and_the_old_one_kept(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="faceaudit.service.catalog")
     settings = ServiceSettings(index=live_index, dataset=collection[0] / "portraits",
-                               device="cpu", rate_limit=None, reload_interval=0.05)
+                               device="cpu", rate_limit=None, daily_limit=None,
+                               reload_interval=0.05)
     manifest = live_index / "manifest.json"
     good = manifest.read_text()
     with TestClient(create_app(settings, engine=engine)) as client:

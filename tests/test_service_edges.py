@@ -15,12 +15,16 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from python_multipart.multipart import MultipartParser
 
 from faceaudit.models.engine import FaceEngine
+from faceaudit.service import uploads
 from faceaudit.service.app import create_app
+from faceaudit.service.hardening import safe_log_config
 from faceaudit.service.settings import ServiceSettings
 from faceaudit.service.uploads import discard_rest
 from tests.live_server import serve
+from tests.serving_probe import parser_messages
 
 MB = 2**20
 
@@ -114,15 +118,49 @@ def test_an_upload_over_the_limit_gets_a_413_the_client_can_read(
 
 
 def test_the_parsers_warnings_stay_off_after_uvicorn_configures_logging(
-        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+        client: TestClient, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # uvicorn's start-up runs logging.config.dictConfig(disable_existing_loggers=False), which
     # switches every logger of logging's registry back on: the multipart parser's warnings quote
     # bytes of the body, and must stay off all the same.
-    uvicorn.Config(client.app, log_level="warning")
+    uvicorn.Config(client.app, log_level="warning", log_config=safe_log_config())
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(f"{record.name}: {record.getMessage()}")
+
+    keep = Keep(logging.DEBUG)
+    watched = [logging.getLogger()]  # where every logger of the registry ends
+
+    class WatchedParser(MultipartParser):
+        # Whatever logger the parser is given (its own, then the one uploads hands it) gets
+        # the handler too: a logger outside the registry reaches no root.
+        def __setattr__(self, name: str, value: object) -> None:
+            if name == "logger" and isinstance(value, logging.Logger):
+                value.addHandler(keep)
+                watched.append(value)
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(uploads, "MultipartParser", WatchedParser)
+    root = logging.getLogger()
+    level, root.level = root.level, logging.DEBUG
+    root.addHandler(keep)
     marker = b"BODY-BYTES-MARKER"
-    with caplog.at_level(logging.DEBUG):
-        malformed = client.post("/api/search", content=b"--x\r\n" + marker + b"\x00: a\r\n",
+    body = b"--x\r\n" + marker + b"\x00: a\r\n"
+    try:
+        malformed = client.post("/api/search", content=body,
                                 headers={"content-type": "multipart/form-data; boundary=x"})
+    finally:
+        root.level = level
+        for logger in watched:
+            logger.removeHandler(keep)
     assert malformed.status_code == 400
-    assert not [r for r in caplog.records if r.name.startswith("faceaudit.service.uploads")]
-    assert marker.decode() not in caplog.text
+    assert not [r for r in records if "multipart" in r or "uploads" in r], records
+    printed = "".join(capfd.readouterr())  # a logger without handlers prints to stderr
+    quoted = parser_messages(body, b"x")
+    assert quoted
+    for text in (marker.decode(), *quoted):
+        assert text not in printed
+        assert not [r for r in records if text in r]
+    assert len(watched) == 3  # the root, python_multipart's logger and the one uploads gives

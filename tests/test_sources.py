@@ -71,7 +71,8 @@ def shard_index(shards: Path, engine: FaceEngine, tmp_path_factory: pytest.TempP
     result = runner.invoke(app, ["index", str(shards), "--out", str(out), "--dataset",
                                  "flickr-faces", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "source: 5 rows, 3 downloaded, 2 not downloaded, 3 indexed" in result.stdout
+    assert "source: 5 rows, 3 downloaded, 2 not downloaded\n" in result.stdout
+    assert "\n3 images: 3 with faces (" in result.stdout
     return out
 
 

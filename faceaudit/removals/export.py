@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
 from faceaudit.errors import FaceAuditError
-from faceaudit.removals.store import EXPORT_FORMATS, OPT_OUT_COLUMNS
+from faceaudit.removals.records import EXPORT_FORMATS, OPT_OUT_COLUMNS
 
 # --- the opt-out list ------------------------------------------------------------------------
 

@@ -18,13 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faceaudit.indexer.search import FaceIndex, Match
+from faceaudit.removals.state_dir import StateDirError, check_state_dir
 from faceaudit.removals.store import (
     MATCH_ID_SECRET,
     ExpiredMatchId,
     InvalidMatchId,
     RemovalStore,
-    StateDirError,
-    check_state_dir,
 )
 
 # --- match ids -------------------------------------------------------------------------------

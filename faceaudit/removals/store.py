@@ -1,39 +1,40 @@
 """The removal requests' store (SQLite in the service's state folder), the faces they
-suppress, and the search audit log."""
+suppress, the status links, and the search audit log."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import logging
 import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from faceaudit.errors import FaceAuditError
-from faceaudit.indexer.search import FaceIndex, Match
+from faceaudit.removals.records import (
+    OPT_OUT_COLUMNS,
+    PHOTO_FIELDS,
+    SEARCH_OUTCOMES,
+    STATUSES,
+    RemovalRequest,
+    RemovedPhoto,
+    Submitted,
+    face_set,
+)
+from faceaudit.removals.schema import create_or_migrate
+from faceaudit.removals.state_dir import StateDirError
 
 log = logging.getLogger(__name__)
 
 DATABASE = "faceaudit.sqlite3"
 MATCH_ID_SECRET = "match-id.key"
-STATUSES = ("received", "sent", "done")
-# What a removal request lists per photo, for the dataset's maintainer.
-PHOTO_FIELDS = ("image_key", "photo_id", "image_url", "page_url", "sha256", "source_record",
-                "uploader_name", "licence_name")
-# The opt-out list: one row per removed photo, enough to find it in any copy of the dataset.
-OPT_OUT_COLUMNS = ("dataset", "image_key", "photo_id", "image_url", "page_url", "sha256")
-EXPORT_FORMATS = ("csv", "json", "parquet")
-SEARCH_OUTCOMES = ("ok", "no_face", "face_too_small", "multiple_faces")
-
-
-class StateDirError(FaceAuditError):
-    code = "state_dir"
 
 
 class RequestNotFound(FaceAuditError):
@@ -48,105 +49,18 @@ class ExpiredMatchId(InvalidMatchId):
     code = "match_id_expired"
 
 
-@dataclass(frozen=True)
-class RemovedPhoto:
-    """A photo named in a removal request: which faces of it, and where it comes from."""
+class FaceRemoved(FaceAuditError):
+    """A link to a face whose removal was requested: it shows nothing any more."""
 
-    dataset: str
-    image_key: str
-    face_ids: tuple[int, ...]
-    photo_id: str | None = None
-    image_url: str | None = None
-    page_url: str | None = None
-    sha256: str | None = None
-    source_record: str | None = None
-    uploader_name: str | None = None
-    licence_name: str | None = None
-
-    def listing(self) -> dict[str, str | None]:
-        """The PHOTO_FIELDS: what the dataset's maintainer needs to find the photo."""
-        return {name: getattr(self, name) for name in PHOTO_FIELDS}
-
-
-@dataclass(frozen=True)
-class RemovalRequest:
-    request_id: str
-    created: str  # ISO 8601, UTC
-    status: str
-    status_changed: str
-    contact: str | None
-    photos: tuple[RemovedPhoto, ...]
-
-    @property
-    def datasets(self) -> list[str]:
-        """The datasets of its photos, in the order they first appear."""
-        return list(dict.fromkeys(photo.dataset for photo in self.photos))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "request_id": self.request_id, "created": self.created, "status": self.status,
-            "status_changed": self.status_changed, "contact": self.contact,
-            "photos": [{"dataset": p.dataset, **p.listing(), "face_ids": [str(f) for f in
-                                                                         p.face_ids]}
-                       for p in self.photos],
-        }
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS removal_requests (
-    request_id TEXT PRIMARY KEY,
-    created TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('received', 'sent', 'done')),
-    status_changed TEXT NOT NULL,
-    contact TEXT
-);
-CREATE TABLE IF NOT EXISTS removal_photos (
-    request_id TEXT NOT NULL REFERENCES removal_requests (request_id),
-    position INTEGER NOT NULL,
-    dataset TEXT NOT NULL,
-    image_key TEXT NOT NULL,
-    photo_id TEXT,
-    image_url TEXT,
-    page_url TEXT,
-    sha256 TEXT,
-    source_record TEXT,
-    uploader_name TEXT,
-    licence_name TEXT,
-    PRIMARY KEY (request_id, image_key)
-);
-CREATE TABLE IF NOT EXISTS removal_faces (
-    request_id TEXT NOT NULL,
-    dataset TEXT NOT NULL,
-    image_key TEXT NOT NULL,
-    face_id INTEGER NOT NULL,
-    PRIMARY KEY (request_id, image_key, face_id),
-    FOREIGN KEY (request_id, image_key) REFERENCES removal_photos (request_id, image_key)
-);
-CREATE TABLE IF NOT EXISTS search_log (
-    id INTEGER PRIMARY KEY,
-    time TEXT NOT NULL,
-    dataset TEXT,
-    faces_in_selfie INTEGER NOT NULL,
-    results INTEGER NOT NULL,
-    threshold REAL NOT NULL,
-    outcome TEXT NOT NULL
-);
-"""
+    code = "removed"
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def check_state_dir(state_dir: Path, index_dir: Path) -> None:
-    """StateDirError when the state folder would be lost with the index folder (inside it)."""
-    state, index = state_dir.resolve(), index_dir.resolve()
-    if state == index or index in state.parents:
-        raise StateDirError(
-            f"The state folder {state_dir} is inside the index folder {index_dir}, which is "
-            "replaced whole whenever a new index is published: removal requests kept there "
-            f"would be lost. Use a folder outside it, e.g. {index_dir}.state."
-        )
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(b"faceaudit status link\0" + token.encode()).hexdigest()
 
 
 class RemovalStore:
@@ -163,11 +77,11 @@ class RemovalStore:
         self._timeout = busy_timeout_s
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with self._connect() as db:
+            with self._connect(foreign_keys=False) as db:
                 mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if mode != "wal":
                     raise StateDirError(f"{self.path}: SQLite cannot use WAL there ({mode}).")
-                db.executescript(_SCHEMA)
+                create_or_migrate(db)
             os.chmod(self.path, 0o600)  # contact addresses are personal data
         except (OSError, sqlite3.Error) as error:
             raise StateDirError(
@@ -175,15 +89,17 @@ class RemovalStore:
                 "give FACEAUDIT_STATE_DIR a writable folder of your own."
             ) from error
         self._lock = threading.Lock()
+        self._watch: sqlite3.Connection | None = None
+        self._seen_version: int | None = None
         self._seen_rowid = 0
         self._suppressed: dict[str, frozenset[tuple[str, int]]] = {}
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, *, foreign_keys: bool = True) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
         try:
             db.execute("PRAGMA synchronous=FULL")  # a 201 means the request is on disk
-            db.execute("PRAGMA foreign_keys=ON")
+            db.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
             yield db
         finally:
             db.close()
@@ -201,29 +117,70 @@ class RemovalStore:
 
     # --- removal requests --------------------------------------------------------------
 
-    def record_request(self, photos: Iterable[RemovedPhoto], contact: str | None = None
-                       ) -> RemovalRequest:
-        """Store a new request (status "received") in one transaction: after a crash it is
-        either all there or not at all."""
-        request_id = secrets.token_hex(8)
-        created = now_iso()
-        stored: list[RemovedPhoto] = []
+    def submit(self, photos: Iterable[RemovedPhoto], contact: str | None = None) -> Submitted:
+        """Record a request (status "received") in one transaction, so that after a crash it
+        is either all there or not at all, with a new status link. When a request already
+        names the same set of faces, nothing new is recorded but the link: that request is
+        returned (``new`` False), as it is stored."""
+        request_id, created = secrets.token_hex(8), now_iso()
+        token = secrets.token_urlsafe(32)
+        stored: dict[str, RemovedPhoto] = {}  # by image key: a photo named twice is one
         with self._transaction() as db:
-            db.execute("INSERT INTO removal_requests VALUES (?, ?, 'received', ?, ?)",
+            db.execute("SAVEPOINT new_request")
+            db.execute("INSERT INTO removal_requests (request_id, created, status, "
+                       "status_changed, contact) VALUES (?, ?, 'received', ?, ?)",
                        (request_id, created, created, contact))
-            for position, photo in enumerate(photos):
-                db.execute(
-                    "INSERT INTO removal_photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (request_id, position, photo.dataset, *(photo.listing()[name]
-                                                            for name in PHOTO_FIELDS)))
+            for photo in photos:
+                first = stored.get(photo.image_key)
+                if first is None:
+                    db.execute(
+                        "INSERT INTO removal_photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (request_id, len(stored), photo.dataset,
+                         *(photo.listing()[name] for name in PHOTO_FIELDS)))
+                faces = sorted(set(photo.face_ids) - set(first.face_ids if first else ()))
                 db.executemany("INSERT INTO removal_faces VALUES (?, ?, ?, ?)",
                                [(request_id, photo.dataset, photo.image_key, face)
-                                for face in photo.face_ids])
-                stored.append(photo)
+                                for face in faces])
+                stored[photo.image_key] = dataclasses.replace(
+                    first or photo, face_ids=tuple(sorted(
+                        set(photo.face_ids) | set(first.face_ids if first else ()))))
             if not stored:
                 raise ValueError("a removal request needs at least one photo")
+            digest = face_set(stored.values())
+            earlier = db.execute("SELECT request_id FROM removal_requests WHERE face_set = ?",
+                                 (digest,)).fetchone()
+            if earlier is None:
+                db.execute("UPDATE removal_requests SET face_set = ? WHERE request_id = ?",
+                           (digest, request_id))
+            else:
+                db.execute("ROLLBACK TO new_request")  # nothing of it is kept
+                request_id = earlier[0]
+            db.execute("RELEASE new_request")
+            db.execute("INSERT INTO removal_tokens VALUES (?, ?)",
+                       (_token_hash(token), request_id))
+        if earlier is not None:
+            log.info("removal request %s asked again", request_id)
+            return Submitted(self.request(request_id), token, new=False)
         log.info("removal request %s recorded: %d photos", request_id, len(stored))
-        return RemovalRequest(request_id, created, "received", created, contact, tuple(stored))
+        return Submitted(RemovalRequest(request_id, created, "received", created, contact,
+                                        tuple(stored.values())), token, new=True)
+
+    def record_request(self, photos: Iterable[RemovedPhoto], contact: str | None = None
+                       ) -> RemovalRequest:
+        """``submit`` without the status link."""
+        return self.submit(photos, contact).request
+
+    def followed(self, request_id: str, token: str) -> RemovalRequest:
+        """The request a status link names; RequestNotFound, saying the same whatever is
+        wrong, for an unknown request or a token that is not one of its links."""
+        given = _token_hash(token)
+        with self._connect() as db:
+            hashes = [stored for (stored,) in db.execute(
+                "SELECT token_hash FROM removal_tokens WHERE request_id = ?", (request_id,))]
+        if not any(hmac.compare_digest(given, stored) for stored in hashes):
+            raise RequestNotFound("There is no removal request at this link: check that it "
+                                  "was copied whole.")
+        return self.request(request_id)
 
     def requests(self, *, dataset: str | None = None, status: str | None = None,
                  request_id: str | None = None) -> list[RemovalRequest]:
@@ -284,21 +241,36 @@ class RemovalStore:
 
     def suppressed(self, dataset: str) -> frozenset[tuple[str, int]]:
         """(image key, stable face id) of every face of ``dataset`` named in any removal
-        request, whatever its status. Only rows added since the last call are read (faces are
-        never deleted, so their rowids only grow), so this is cheap enough for every search,
-        and sees requests written by other processes."""
+        request, whatever its status. Cheap enough for every search and every thumbnail: one
+        long-lived connection asks SQLite's ``PRAGMA data_version``, which changes when any
+        other connection, in this process or another, has committed; only then are the rows
+        added since the last call read (faces are never deleted, so their rowids only grow).
+        """
         with self._lock:
-            with self._connect() as db:
-                rows = db.execute("SELECT rowid, dataset, image_key, face_id FROM removal_faces "
-                                  "WHERE rowid > ? ORDER BY rowid", (self._seen_rowid,)
-                                  ).fetchall()
-            added: dict[str, set[tuple[str, int]]] = {}
-            for rowid, name, key, face in rows:
-                added.setdefault(name, set()).add((key, int(face)))
-                self._seen_rowid = max(self._seen_rowid, rowid)
-            for name, faces in added.items():
-                self._suppressed[name] = self._suppressed.get(name, frozenset()) | faces
+            if self._watch is None:
+                self._watch = sqlite3.connect(self.path, timeout=self._timeout,
+                                              isolation_level=None, check_same_thread=False)
+            version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._seen_version:
+                # Read after the version: a commit in between is read now or at the next call.
+                rows = self._watch.execute(
+                    "SELECT rowid, dataset, image_key, face_id FROM removal_faces "
+                    "WHERE rowid > ? ORDER BY rowid", (self._seen_rowid,)).fetchall()
+                added: dict[str, set[tuple[str, int]]] = {}
+                for rowid, name, key, face in rows:
+                    added.setdefault(name, set()).add((key, int(face)))
+                    self._seen_rowid = max(self._seen_rowid, rowid)
+                for name, faces in added.items():
+                    self._suppressed[name] = self._suppressed.get(name, frozenset()) | faces
+                self._seen_version = version
             return self._suppressed.get(dataset, frozenset())
+
+    def close(self) -> None:
+        """Close the long-lived connection of ``suppressed`` (reopened if needed)."""
+        with self._lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch, self._seen_version = None, None
 
     def opt_out_rows(self, dataset: str | None = None) -> list[dict[str, str | None]]:
         """One row per photo ever named in a removal request (the OPT_OUT_COLUMNS and when it
@@ -341,46 +313,3 @@ def open_state(state_dir: Path) -> RemovalStore:
                             "FACEAUDIT_STATE_DIR the service runs with.")
     return RemovalStore(state_dir)
 
-
-def suppressed_faces(state_dir: Path, dataset: str) -> frozenset[tuple[str, int]]:
-    """(image key, stable face id) of the faces of ``dataset`` that removal requests name."""
-    return open_state(state_dir).suppressed(dataset)
-
-
-def suppressed_face_ids(state_dir: Path, dataset: str) -> set[int]:
-    """The stable ids of the faces of ``dataset`` that removal requests name: the indexer
-    leaves them out of the next build."""
-    return {face for _, face in suppressed_faces(state_dir, dataset)}
-
-
-def visible(matches: Sequence[Match], suppressed: frozenset[tuple[str, int]],
-            top: int | None = None) -> list[Match]:
-    """``matches`` without those whose face is suppressed, at most ``top``. Search with
-    ``top + len(suppressed)`` (``widen``) so that ``top`` remain when there are that many."""
-    kept = [m for m in matches if (m.record.key, m.face_id) not in suppressed]
-    return kept if top is None else kept[:top]
-
-
-def widen(top: int | None, suppressed: frozenset[tuple[str, int]]) -> int | None:
-    """How many matches to ask for so that ``top`` remain once suppressed faces are dropped:
-    each suppressed face removes at most one match."""
-    return None if top is None else top + len(suppressed)
-
-
-def photos_to_remove(index: FaceIndex, rows: Iterable[tuple[int, int]]) -> list[RemovedPhoto]:
-    """The photos of (image row, face row) pairs, each once with all its faces named, in the
-    order first named, with their provenance from the index."""
-    faces: dict[int, list[int]] = {}
-    for image_row, face_row in rows:
-        face_id = int(index.faces.face_id[face_row])
-        if face_id not in faces.setdefault(image_row, []):
-            faces[image_row].append(face_id)
-    photos = []
-    for image_row, face_ids in faces.items():
-        record = index.images[image_row]
-        provenance = record.provenance()
-        photos.append(RemovedPhoto(
-            dataset=provenance["dataset"] or index.dataset, image_key=record.key,
-            face_ids=tuple(sorted(face_ids)),
-            **{name: provenance[name] for name in PHOTO_FIELDS if name != "image_key"}))
-    return photos

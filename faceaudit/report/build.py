@@ -51,9 +51,10 @@ SUPPRESSION_RULE = (
     "with faces + without + failed, a histogram and what it counts, all datasets and each "
     "one), either none or at least two of them are withheld: where only one would be, the "
     "smallest other non-zero one is withheld too, so no withheld count is the difference of "
-    "published ones. Reasons (why photos failed or were not downloaded) under k anywhere are "
-    "merged into \"other reasons\". Uploader names and ids, and people, are never listed: "
-    "only counts.")
+    "published ones; such a count may be k or more, and is shown as \"withheld\" (its JSON "
+    "Pointer also listed under \"suppressed_secondary\"). Reasons (why photos failed or were "
+    "not downloaded) under k anywhere are merged into \"other reasons\". Uploader names and "
+    "ids, and people, are never listed: only counts.")
 BYSTANDER_RULE = (
     f"A detected face (embedded or too small to embed) is a bystander when its photo has a "
     f"larger face (a longer shorter-side) and it is small (shorter side under "
@@ -169,12 +170,13 @@ def make_report(folders: Sequence[Path], k: int = DEFAULT_K, *, cluster: Cluster
             pointer("across_datasets", "distinct_photos"),
             pointer("across_datasets", "photos_in_several_datasets")])
     hidden = cells.suppress(k)
+    secondary = {where for where in hidden if not 0 < cells.values[where] < k}
     withhold(tree, hidden)
     add_shares(tree)
     for subtree in tree.get("datasets", []):
         add_shares(subtree)
     clock.lap("suppression")
-    return _with_header(tree, datasets, k, hidden, stages)
+    return _with_header(tree, datasets, k, hidden, secondary, stages)
 
 
 def _histogram(section: Section, name: str) -> Histogram:
@@ -243,7 +245,7 @@ def _clustering(dataset: _Dataset) -> dict[str, Any]:
 
 
 def _with_header(tree: dict[str, Any], datasets: list[_Dataset], k: int, hidden: set[str],
-                 stages: dict[str, float]) -> dict[str, Any]:
+                 secondary: set[str], stages: dict[str, float]) -> dict[str, Any]:
     """The tree, after what it is: its datasets, the rules, the clustering and its error."""
     header: dict[str, Any] = {
         "report": {
@@ -257,6 +259,7 @@ def _with_header(tree: dict[str, Any], datasets: list[_Dataset], k: int, hidden:
         },
         "suppression": {"k": k, "rule": SUPPRESSION_RULE},
         "suppressed": sorted(hidden),
+        "suppressed_secondary": sorted(secondary),
         "definitions": {"bystander_faces": BYSTANDER_RULE, "uploaders": UPLOADER_RULE,
                         "people_photographed_by_others": PHOTOGRAPHED_BY_OTHERS_RULE},
         "clustering": {**_clustering(datasets[0]),

@@ -3,11 +3,13 @@ script, nothing fetched), rendered with Jinja2 from the published tree of ``repo
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from faceaudit.report.svg import bar_chart, count_text
+from faceaudit.report.publish import withhold
+from faceaudit.report.svg import SECONDARY, bar_chart, count_text
 
 TEMPLATE = "report.html.j2"
 
@@ -42,5 +44,12 @@ def error_summary(error: dict[str, Any]) -> str:
 
 
 def render_html(report: dict[str, Any]) -> str:
+    """The page of ``report``; a count withheld to protect another (``suppressed_secondary``,
+    which may be k or more) is shown as "withheld", not as "<k"."""
     k = int(report["suppression"]["k"])
-    return _environment(k).get_template(TEMPLATE).render(r=report, k=k)
+    secondary = set(report.get("suppressed_secondary", []))
+    shown = copy.deepcopy(report)
+    withhold(shown, secondary, SECONDARY)
+    small = [where for where in report["suppressed"] if where not in secondary]
+    return _environment(k).get_template(TEMPLATE).render(r=shown, k=k, small=small,
+                                                         secondary=sorted(secondary))

@@ -149,8 +149,8 @@ def relate_sections(cells: Cells, total: Mapping[str, str], parts: Sequence[Mapp
         cells.relate_if_exact(where, [p[key] for p in parts if key in p])
 
 
-def withhold(tree: dict[str, Any], hidden: set[str]) -> None:
-    """Replace the counts at the pointers ``hidden`` by null."""
+def withhold(tree: dict[str, Any], hidden: set[str], value: Any = None) -> None:
+    """Replace the counts at the pointers ``hidden`` by null (or ``value``)."""
     for where in hidden:
         parts = [p.replace("~1", "/").replace("~0", "~") for p in where.split("/")[1:]]
         node: Any = tree
@@ -158,9 +158,9 @@ def withhold(tree: dict[str, Any], hidden: set[str]) -> None:
             node = node[int(part)] if isinstance(node, list) else node[part]
         last = parts[-1]
         if isinstance(node, list):
-            node[int(last)] = None
+            node[int(last)] = value
         else:
-            node[last] = None
+            node[last] = value
 
 
 def add_shares(tree: dict[str, Any]) -> None:

@@ -18,8 +18,9 @@ Histograms are first top-coded (``code_histograms``): their extreme bins are mer
 open-ended bin ("≥ 50") until it holds at least k, so the rarest values (the uploader with
 the most photos, the person seen most often) are never a bin of their own.
 
-A suppressed count is ``null`` in the JSON, its pointer is listed under ``suppressed``, and
-the HTML shows it as "<k".
+A suppressed count is ``null`` in the JSON and its pointer is listed under ``suppressed``; a
+secondary one (which may be k or more) is also listed under ``suppressed_secondary``. The HTML
+shows a primary one as "<k" and a secondary one as "withheld", and says which is which.
 """
 
 from __future__ import annotations

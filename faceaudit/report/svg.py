@@ -1,8 +1,8 @@
 """Horizontal bar charts as inline SVG, drawn from the report's published counts.
 
 Hand-built rather than matplotlib: every figure of the report is a bar chart of a few
-labelled counts, some of them withheld ("<5", which no plotting library draws); twenty lines
-of SVG give real text (selectable, read by screen readers, no embedded font paths), a
+labelled counts, some of them withheld ("<5" or "withheld", which no plotting library draws);
+twenty lines of SVG give real text (selectable, read by screen readers, no embedded font paths), a
 title and description for assistive technology, a few kilobytes per chart and no
 dependency of 40 MB.
 """
@@ -21,8 +21,22 @@ MAX_LABEL_CHARS = 44
 CHAR_WIDTH = 7.0  # of the 12 px sans-serif labels, on average
 
 
-def count_text(value: int | None, k: int) -> str:
-    """A published count with thousands separators, or "<k" where it is withheld."""
+class Secondary:
+    """Stands, on the page, for a count withheld only because, published beside the totals it
+    belongs to, it would give a smaller one away: it may be k or more, so it is not "<k"."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+SECONDARY = Secondary()
+
+
+def count_text(value: int | Secondary | None, k: int) -> str:
+    """A published count with thousands separators; "<k" where it is withheld for being under
+    k, "withheld" where it is withheld to protect another."""
+    if isinstance(value, Secondary):
+        return "withheld"
     return f"<{k}" if value is None else f"{value:,}"
 
 
@@ -30,9 +44,10 @@ def _short(label: str) -> str:
     return label if len(label) <= MAX_LABEL_CHARS else label[:MAX_LABEL_CHARS - 1] + "…"
 
 
-def bar_chart(chart_id: str, title: str, rows: Sequence[tuple[str, int | None]], k: int,
-              counts_what: str) -> Markup:
-    """One bar per (label, count); a withheld count (None) is written "<k", with no bar."""
+def bar_chart(chart_id: str, title: str, rows: Sequence[tuple[str, int | Secondary | None]],
+              k: int, counts_what: str) -> Markup:
+    """One bar per (label, count); a withheld count is written "<k" (under k: None) or
+    "withheld" (``SECONDARY``), with no bar."""
     label_width = min(MAX_LABEL_CHARS, max((len(_short(lb)) for lb, _ in rows), default=4))
     left = int(label_width * CHAR_WIDTH) + 16
     span = WIDTH - left - VALUE_SPACE
@@ -57,6 +72,9 @@ def bar_chart(chart_id: str, title: str, rows: Sequence[tuple[str, int | None]],
             parts.append(f'<text class="withheld" x="{left + 4}" y="{middle:.1f}" '
                          f'dominant-baseline="middle">{escape(count_text(value, k))} '
                          '(withheld)</text>')
+        elif isinstance(value, Secondary):
+            parts.append(f'<text class="withheld secondary" x="{left + 4}" y="{middle:.1f}" '
+                         'dominant-baseline="middle">withheld (see the end of the page)</text>')
         else:
             width = span * value / largest if largest else 0
             if value:

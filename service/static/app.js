@@ -26,6 +26,8 @@ const removalError = document.getElementById("removal-error");
 const removalDone = document.getElementById("removal-done");
 const removalDoneTitle = document.getElementById("removal-done-title");
 const removalSummary = document.getElementById("removal-summary");
+const statusKeep = document.getElementById("status-keep");
+const statusLink = document.getElementById("status-link");
 const downloadJson = document.getElementById("download-json");
 const downloadCsv = document.getElementById("download-csv");
 const letters = document.getElementById("letters");
@@ -135,21 +137,23 @@ function shortMeaning(t, expected) {
     `${count ? `${count} expected` : `${chance} of someone else's face`}`;
 }
 
-// The slider's lowest position: the server refuses to go below min_threshold (more faces of
-// other people than it allows per search), so the slider does not offer it.
+// The slider's lowest position is min_threshold, the default threshold: the server never
+// searches below it (more faces of other people would be expected), so the slider only goes
+// up from there. It stays disabled until the server has said where that is.
 function setFloor(summary) {
   if (typeof summary?.min_threshold === "number") {
     threshold.min = String(Math.max(0, summary.min_threshold));
     const top = Number(threshold.max);
     if (summary.min_threshold > top) threshold.max = String(summary.min_threshold);
+    threshold.disabled = false;
   }
 }
 
-// The slider at t, widened when t lies outside its range (a large index's threshold can).
+// The slider at t, widened upwards when t lies above its range (a large index's threshold
+// can); never below its floor.
 function setSlider(t) {
-  if (t < Number(threshold.min)) threshold.min = String(t);
   if (t > Number(threshold.max)) threshold.max = String(t);
-  threshold.value = String(t);
+  threshold.value = String(Math.max(t, Number(threshold.min)));
 }
 
 function describeSlider() {
@@ -220,14 +224,21 @@ function provenance(source) {
   return list;
 }
 
+// The photo's key, a SHA-256 in it cut to its first 12 digits: enough to tell photos apart.
+function shortKey(key) {
+  return String(key || "").replace(/(sha256:[0-9a-f]{12})[0-9a-f]+$/, "$1…");
+}
+
 function card(match, index) {
   const strength = STRENGTH[match.strength] || STRENGTH.possible;
   const item = element("li", `card ${match.strength === "strong" ? "strong" : "possible"}`);
   const figure = element("figure");
   const frame = element("div", "frame");
+  // The photo is named by the dataset's key, never by its path: a path can name the person
+  // pictured, and the server does not send it.
   const img = element("img");
   img.src = match.thumbnail;
-  img.alt = `Photo ${match.image}, the matching face boxed, other faces blurred`;
+  img.alt = "The photo found, the matching face boxed, other faces blurred";
   img.loading = "lazy";
   frame.append(img);
   const box = faceBox(match);
@@ -237,13 +248,14 @@ function card(match, index) {
   if (match.face_thumbnail) {
     const zoom = element("img", "zoom");
     zoom.src = match.face_thumbnail;
-    zoom.alt = `Close-up of the matching face in ${match.image}`;
+    zoom.alt = "Close-up of the matching face";
     zoom.loading = "lazy";
     caption.append(zoom);
   }
   const text = element("div", "meta");
-  text.append(element("p", "score", `Similarity ${match.score.toFixed(2)}`),
-    element("code", "", match.image));
+  const key = element("code", "", shortKey(match.image_key));
+  key.title = match.image_key; // in full: what the removal request and the letter name
+  text.append(element("p", "score", `Similarity ${match.score.toFixed(2)}`), key);
   caption.append(text);
   figure.append(frame, caption);
 
@@ -421,6 +433,11 @@ function showRemoval(data, boxes) {
       `these ${n} photos are`} hidden from every search of this service. To have ` +
     `${n === 1 ? "it" : "them"} removed from the dataset itself, send the letter below to ` +
     "the dataset's maintainer.";
+  // The link to follow the request: its token is shown only in this answer.
+  const followed = typeof data.status_url === "string" && data.status_url.startsWith("/api/");
+  statusLink.href = followed ? new URL(data.status_url, window.location.href).href : "#";
+  statusLink.textContent = followed ? statusLink.href : "";
+  statusKeep.hidden = !followed;
   letters.replaceChildren(...(data.datasets || []).map(letter));
   for (const box of boxes) {
     box.checked = false;
@@ -500,8 +517,11 @@ for (const picker of pickers) {
 }
 
 threshold.addEventListener("input", () => {
-  // What a person drags is rounded to 0.01; the server's own threshold keeps its decimals.
-  const t = Math.round(Number(threshold.value) * 100) / 100;
+  // What a person drags is rounded to 0.01, but never below the floor, and the lowest position
+  // is the floor itself; the server's own threshold keeps its decimals.
+  const floor = Number(threshold.min);
+  const dragged = Number(threshold.value);
+  const t = dragged <= floor ? floor : Math.max(Math.round(dragged * 100) / 100, floor);
   threshold.value = String(t);
   requested = t;
   describeSlider();
