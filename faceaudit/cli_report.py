@@ -35,15 +35,21 @@ def report(
         raise typer.Exit(code=2) from error
     json_path, html_path = write_report(result, out)
 
-    def shown(value: int | None) -> str:
-        return f"<{k}" if value is None else f"{value:,}"
+    secondary = set(result.get("suppressed_secondary", []))
 
+    def shown(key: str) -> str:
+        """A headline count; withheld as "<k" when under k, "withheld" when protecting one."""
+        value = result[key]
+        if value is not None:
+            return f"{value:,}"
+        return "withheld" if f"/{key}" in secondary else f"<{k}"
+
+    small = len(result["suppressed"]) - len(secondary)
     typer.echo(
-        f"{shown(result['images'])} photos, {shown(result['faces'])} faces, about "
-        f"{shown(result['identities_estimated'])} people, "
-        f"{shown(result['people_photographed_by_others'])} photographed by others, "
-        f"{shown(result['non_commercial_photos'])} non-commercial photos, "
-        f"{shown(result['uploaders'])} uploaders "
-        f"({len(result['suppressed'])} small counts withheld, k={k}; "
-        f"{result['report']['seconds']:.1f} s)")
+        f"{shown('images')} photos, {shown('faces')} faces, about "
+        f"{shown('identities_estimated')} people, "
+        f"{shown('people_photographed_by_others')} photographed by others, "
+        f"{shown('non_commercial_photos')} non-commercial photos, "
+        f"{shown('uploaders')} uploaders ({small} counts under k={k} withheld, and "
+        f"{len(secondary)} more that would give one away; {result['report']['seconds']:.1f} s)")
     typer.echo(f"report: {html_path}\nfigures: {json_path}")
