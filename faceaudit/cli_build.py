@@ -3,7 +3,6 @@ the `--ray [ADDRESS]` option of `faceaudit index`, whose address may be left out
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,7 +63,7 @@ def build_index_command(
     from faceaudit.cli import _fail, _parse_enrich
     from faceaudit.indexer.ann import INDEX_TYPES
     from faceaudit.indexer.from_embeddings import build_from_embeddings
-    from faceaudit.indexer.staging import MANIFEST_BASE, staging_folder
+    from faceaudit.indexer.staging import finished_scan_base, staging_folder
     from faceaudit.indexer.summary import format_build_summary
     from faceaudit.removals import resolve_state_dir, suppressed_face_ids
 
@@ -75,7 +74,7 @@ def build_index_command(
     folder = staging or staging_folder(out)
     try:
         enrichments = _parse_enrich(enrich or [])
-        base = json.loads((folder / MANIFEST_BASE).read_text(encoding="utf-8"))
+        base = finished_scan_base(folder)
         removed = suppressed_face_ids(resolve_state_dir(state_dir), base["dataset"]["name"])
         summary = build_from_embeddings(folder, out, removed_face_ids=removed,
                                         enrich=enrichments, index_type=index_type,
@@ -85,4 +84,4 @@ def build_index_command(
                                    "missing.")) from error
     except FaceAuditError as error:
         raise _fail(error) from error
-    typer.echo(format_build_summary(summary, out))
+    typer.echo(format_build_summary(summary, out, run="the scan"))

@@ -9,11 +9,11 @@ Rich markup keeps each source line break, so the help broke mid-sentence.
 
 from __future__ import annotations
 
-from typing import Any, get_args, get_origin
+from typing import Any, Final, Literal, get_args, get_origin
 
 from typer.core import TyperArgument, TyperGroup
 
-MARKUP_MODE = "markdown"
+MARKUP_MODE: Final[Literal["markdown"]] = "markdown"
 _TYPE_NAMES = {"Path": "PATH", "int": "INTEGER", "float": "FLOAT", "str": "TEXT"}
 
 
@@ -37,7 +37,7 @@ def tidy_params(command: Any, ctx: Any) -> None:
             param.metavar = ""
         elif isinstance(param, TyperArgument):
             param.metavar = param.metavar or (param.name or "").upper()
-            param.display_type_rich = _no_type
+            param.display_type_rich = _no_type  # type: ignore[method-assign]
         elif param.metavar is None:
             param.metavar = _value_name(param)
 

@@ -109,12 +109,19 @@ def finish_scan(staging: Path, selection: pa.Table, record: ScanRecord) -> None:
     write_json(staging / SCAN_FILE, asdict(record))
 
 
-def read_scan(staging: Path) -> tuple[pa.Table, ScanRecord, dict[str, Any]]:
-    """(selection, scan record, manifest base) of a staging folder whose scan is complete."""
+def finished_scan_base(staging: Path) -> dict[str, Any]:
+    """The manifest base of a staging folder whose scan is complete (ScanNotFinished, saying
+    what to run, otherwise)."""
     if not (staging / SCAN_FILE).is_file() or not (staging / SELECTION_FILE).is_file():
         raise ScanNotFinished(
             f"{staging} holds no finished scan (no {SCAN_FILE}): run `faceaudit index` to "
             "scan the source, which resumes from the shards already there.")
+    base: dict[str, Any] = json.loads((staging / MANIFEST_BASE).read_text(encoding="utf-8"))
+    return base
+
+
+def read_scan(staging: Path) -> tuple[pa.Table, ScanRecord, dict[str, Any]]:
+    """(selection, scan record, manifest base) of a staging folder whose scan is complete."""
+    base = finished_scan_base(staging)
     record = ScanRecord(**json.loads((staging / SCAN_FILE).read_text(encoding="utf-8")))
-    base = json.loads((staging / MANIFEST_BASE).read_text(encoding="utf-8"))
     return pq.read_table(staging / SELECTION_FILE, schema=SELECTION_SCHEMA), record, base

@@ -65,9 +65,10 @@ class BuildSummary:
                                        for r, e in zip(refs, errors, strict=True))
 
 
-def format_build_summary(summary: BuildSummary, out: Path) -> str:
+def format_build_summary(summary: BuildSummary, out: Path, run: str = "this run") -> str:
     """What a build did, for people: failures first, then what the source held, what the index
-    holds (its images add up: with faces, without a face, failed) and what this run did."""
+    holds (its images add up: with faces, without a face, failed) and what ``run`` (this run,
+    or the scan a `build-index` published) did."""
     lines = [f"skipped {ref}: {reason}" for ref, reason in summary.failures[:20]]
     if summary.failed > 20:
         lines.append(f"... and {summary.failed - 20:,} more; by reason:")
@@ -106,11 +107,12 @@ def format_build_summary(summary: BuildSummary, out: Path) -> str:
     if summary.all_faces_removed:
         parts.append(f"{summary.all_faces_removed:,} whose faces were all removed on request")
     lines.append(f"{counted(summary.images, 'image')}: " + ", ".join(parts))
-    run = [f"{summary.processed:,} processed"]
+    done = [f"{summary.processed:,} processed"]
     if summary.reused_images:
-        run.append(f"{summary.reused_images:,} unchanged since the last build")
+        done.append(f"{summary.reused_images:,} unchanged since the last build")
     if summary.removed_images:
-        run.append(f"{summary.removed_images:,} gone from the source")
-    lines.append(f"this run: {', '.join(run)}; {summary.seconds:.1f} s, "
-                 f"{summary.images_per_second:.1f} images/s -> {out}")
+        done.append(f"{summary.removed_images:,} gone from the source")
+    speed = (f"; {summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s"
+             if summary.seconds > 0 else "")
+    lines.append(f"{run}: {', '.join(done)}{speed} -> {out}")
     return "\n".join(lines)

@@ -209,6 +209,8 @@ def test_the_page_says_which_counts_are_withheld_and_why(
             "5 or more)</td></tr>") in html
     assert ("<tr><td><code>/licences/All Rights Reserved</code></td><td>from 1 to 4</td></tr>"
             in html)
+    # A manifest of local files: nothing was downloaded, and the page does not say so.
+    assert "Rows the source lists" in html and "downloaded (bytes present)" not in html
 
 
 def _counts(tree: Any, path: str = "") -> list[tuple[str, int | None]]:

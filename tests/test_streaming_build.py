@@ -196,7 +196,7 @@ def test_build_index_publishes_a_scan_whose_publishing_failed(
 
     result = runner.invoke(app, ["build-index", "--out", str(out), "--index-type", "flat"])
     assert result.exit_code == 0, result.output
-    assert "indexed 3 images" in result.output and not staging_folder(out.resolve()).exists()
+    assert "3 images: 2 with faces" in result.output and not staging_folder(out.resolve()).exists()
     reference = tmp_path / "reference"
     runner.invoke(app, ["index", str(three_photos_folder), "--out", str(reference),
                         "--device", "cpu"])

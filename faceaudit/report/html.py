@@ -8,6 +8,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from faceaudit.indexer.summary import DOWNLOADED_KINDS
 from faceaudit.report.publish import withhold
 from faceaudit.report.svg import SECONDARY, bar_chart, count_text
 
@@ -20,6 +21,7 @@ def _environment(k: int) -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["n"] = lambda value: count_text(value, k)
     env.globals["error_summary"] = error_summary
+    env.globals["downloaded_kinds"] = DOWNLOADED_KINDS
     env.filters["share"] = lambda value: "–" if value is None else f"{value:.1%}"
     env.globals["histogram_chart"] = lambda chart_id, title, histogram: bar_chart(
         chart_id, title, [(b["label"], b["count"]) for b in histogram["bins"]], k,

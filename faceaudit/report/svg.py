@@ -51,7 +51,7 @@ def bar_chart(chart_id: str, title: str, rows: Sequence[tuple[str, int | Seconda
     label_width = min(MAX_LABEL_CHARS, max((len(_short(lb)) for lb, _ in rows), default=4))
     left = int(label_width * CHAR_WIDTH) + 16
     span = WIDTH - left - VALUE_SPACE
-    largest = max((v for _, v in rows if v), default=1)
+    largest = max((v for _, v in rows if isinstance(v, int) and v), default=1)
     height = ROW * len(rows) + 8
     summary = "; ".join(f"{label}: {count_text(value, k)}" for label, value in rows)
     parts = [
