@@ -67,7 +67,7 @@ def embed_dataset(root: Path, engine: FaceEngine) -> dict[str, np.ndarray]:
     paths, identity, counts = [], [], []
     recognizer = engine._recognizer  # noqa: SLF001 - the raw norm is not public
     started = time.perf_counter()
-    for number, (name, images) in enumerate(dataset.identities.items()):
+    for number, images in enumerate(dataset.identities.values()):
         for path in images:
             image = decode_image(dataset.root / path,
                                  max_side=engine.detection.decode_max_side)

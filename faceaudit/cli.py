@@ -318,7 +318,7 @@ def serve(
     from faceaudit.service.app import create_app
     from faceaudit.service.hardening import (
         disable_core_dumps,
-        protect_root_logging,
+        protect_logs,
         safe_log_config,
     )
     from faceaudit.service.settings import ServiceSettings
@@ -344,7 +344,7 @@ def serve(
     logging.getLogger("faceaudit").setLevel(logging.INFO)  # start-up summary and warnings
     typer.echo(f"faceaudit: open http://{host}:{port}/ in a browser (API docs at /docs)")
     disable_core_dumps()  # before the first selfie can be in memory
-    protect_root_logging()
+    protect_logs()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
                 access_log=False, log_config=safe_log_config())
 

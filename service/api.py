@@ -71,7 +71,7 @@ _SEARCH_BODY = {
                             "description": "A photo of one face (JPEG, PNG, WebP, HEIC...). "
                             "It is processed in memory and not stored.",
                         },
-                        "threshold": {"type": "number",  # BROKEN
+                        "threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
                                       "description": _THRESHOLD_DOC},
                         "top": {"type": "integer", "minimum": 1, "description": _TOP_DOC},
                     },

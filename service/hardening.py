@@ -15,6 +15,7 @@ import ctypes
 import logging
 import resource
 import sys
+import threading
 import traceback
 from pathlib import Path
 from types import TracebackType
@@ -27,9 +28,6 @@ log = logging.getLogger(__name__)
 
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 MAX_FRAMES = 12  # the innermost ones: where it happened, not how the event loop got there
-
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
-
 
 def disable_core_dumps() -> None:
     """No core dump, whatever the system's ``ulimit -c`` or core pattern: the soft and hard
@@ -118,10 +116,23 @@ def safe_log_config() -> dict[str, Any]:
     return config
 
 
-def protect_root_logging() -> None:
+def protect_logs() -> None:
     """Every handler of the root logger (the CLI's, or one set up around it) writes exceptions
-    by type and place: records of other libraries' loggers reach the stream through them."""
+    by type and place: records of other libraries' loggers reach the stream through them. So
+    do Python's last words on an exception nobody caught, in a thread or in the process."""
     for handler in logging.getLogger().handlers:
         current = handler.formatter
         fmt = current._fmt if current is not None else None  # noqa: SLF001
         handler.setFormatter(SafeFormatter(fmt, use_colors=False))
+
+    def uncaught(kind: type[BaseException], error: BaseException,
+                 tb: TracebackType | None) -> None:
+        sys.stderr.write(f"uncaught {describe_exception(error.with_traceback(tb))}\n")
+
+    def uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            name = args.thread.name if args.thread is not None else "a thread"
+            sys.stderr.write(f"uncaught in {name}: {describe_exception(args.exc_value)}\n")
+
+    sys.excepthook = uncaught
+    threading.excepthook = uncaught_in_thread

@@ -61,7 +61,10 @@ class RemovalBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     matches: list[str] = Field(description="The match_id of each photo to remove, as the "
-                               f"search returned them; 1 to {MAX_MATCHES}.")
+                               f"search returned them; 1 to {MAX_MATCHES}.",
+                               # Documented, but checked in the route, whose messages say
+                               # what to do (send the rest in another request).
+                               json_schema_extra={"minItems": 1, "maxItems": MAX_MATCHES})
     contact: str | None = Field(None, description="Optional email address at which the person "
                                 "can be reached about the request. Stored with it.")
 
