@@ -182,13 +182,16 @@ class Server:
 def serve(indexes: list[Path], log: Path, *, args: list[str] | None = None,
           env: dict[str, str] | None = None, timeout_s: float = 600) -> Iterator[Server]:
     """`faceaudit serve` over ``indexes`` in a process of its own on 127.0.0.1, its output in
-    ``log``, per-client rate limits off; stopped on exit."""
+    ``log``, per-client rate limits off, its state (removals, audit log) in a folder beside
+    ``log`` rather than the user's own; stopped on exit."""
     base = f"http://127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "faceaudit.cli", "serve", "--device", "cpu",
                "--port", base.rsplit(":", 1)[1], *(a for i in indexes for a in ("--index", str(i))),
                *(args or [])]
+    state = log.with_name(f"{log.stem}-state")
+    state.mkdir(mode=0o700, exist_ok=True)
     environment = {**os.environ, "FACEAUDIT_RATE_LIMIT": "", "FACEAUDIT_DAILY_LIMIT": "",
-                   **(env or {})}
+                   "FACEAUDIT_STATE_DIR": str(state), **(env or {})}
     with open(log, "wb") as output:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,

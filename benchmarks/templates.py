@@ -35,7 +35,7 @@ from templates_embed import load_faces  # noqa: E402
 from faceaudit.models.calibration import Calibration, calibration_path  # noqa: E402
 from faceaudit.models.packs import buffalo_s  # noqa: E402
 
-KS = (1, 2, 3, 5)
+KS = (1, 2, 3, 4, 5)
 SIZES = (10**4, 10**6, 10**8)
 EQUAL_FMR = (1e-5, 3e-6)
 STRONG_ISSUE = 0.001  # issue 15 point 3: "very likely you", < 0.001 strangers expected
@@ -247,7 +247,7 @@ def main() -> None:
     population_check(out, data)
     templates_more.same_person(out, data, kept)
     templates_more.expansion(out, data, kept, splits=args.splits)
-    templates_more.per_query(out, data, kept[1][1])
+    templates_more.per_query(out, data, kept[1])
     out(f"({time.perf_counter() - started:.0f} s)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
