@@ -1,4 +1,4 @@
-"""Time and memory of identity clustering (faceaudit.indexer.cluster) on synthetic faces with
+"""Time and memory of identity clustering (faceaudit.research.cluster) on synthetic faces with
 planted identities, and what they become at 10^7 faces.
 
     python benchmarks/cluster_scale.py --faces 1000000
@@ -37,10 +37,10 @@ import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
-from faceaudit.indexer import cluster, metrics
 from faceaudit.indexer.ann import VectorSearch
 from faceaudit.models.calibration import load_calibration
 from faceaudit.models.packs import buffalo_s
+from faceaudit.research import cluster, metrics
 
 DIMENSION = 512
 CHUNK = 65_536

@@ -6,7 +6,7 @@
 DATASET defaults to ../shared/data/lfw-dev with its pairs file. Each peer (dlib through
 face_recognition; OpenCV YuNet + SFace int8; the naive InsightFace loop) runs in its own
 environment as a subprocess that writes the faces it found to an .npz file; faceaudit runs in
-this process. Then `faceaudit.indexer.evaluate.run_eval`, the protocol of `faceaudit eval`,
+this process. Then `faceaudit.research.evaluate.run_eval`, the protocol of `faceaudit eval`,
 scores every system on the same images. One table: verification accuracy, 1:N recall at
 FPIR <= 1 %, images/s (decode + detect + embed, model loading excluded), photos without a face.
 The systems run one after another, so their timings share the machine's conditions.
@@ -24,16 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from faceaudit.indexer import metrics
-from faceaudit.indexer.evaluate import (
+from faceaudit.models.engine import FaceEngine
+from faceaudit.models.packs import resolve_pack
+from faceaudit.research import metrics
+from faceaudit.research.evaluate import (
     Dataset,
     ExtractedFaces,
     extract_with_engine,
     load_dataset,
     run_eval,
 )
-from faceaudit.models.engine import FaceEngine
-from faceaudit.models.packs import resolve_pack
 
 HERE = Path(__file__).parent
 PEERS = HERE / "peers"

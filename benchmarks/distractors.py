@@ -91,10 +91,10 @@ class RealFaces:
 
 def load_real_faces(lfw: Path, cache: Path = CACHE) -> RealFaces:
     """The real faces of ``lfw``, extracted once and cached (keyed by the recognizer file)."""
-    from faceaudit.indexer.evaluate import load_dataset
     from faceaudit.indexer.pipeline import process_images
     from faceaudit.models.engine import FaceEngine
     from faceaudit.models.packs import buffalo_s
+    from faceaudit.research.evaluate import load_dataset
 
     engine = FaceEngine(buffalo_s(), device="cpu")
     key = hashlib.sha256(f"{lfw.resolve()}\0{sorted(engine.sha256.items())}".encode())

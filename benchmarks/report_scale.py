@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from faceaudit.indexer.cluster import Clustering
 from faceaudit.indexer.store import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -37,8 +36,9 @@ from faceaudit.indexer.store import (
     ImageTable,
     write_index_files,
 )
-from faceaudit.report import make_report, write_report
-from faceaudit.report.index_files import IndexFiles
+from faceaudit.research.cluster import Clustering
+from faceaudit.research.report import make_report, write_report
+from faceaudit.research.report.index_files import IndexFiles
 
 DIMENSION = 512
 CHUNK = 65_536

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from faceaudit.indexer.evaluate import TAIL_GRID, extract_with_engine, load_dataset
 from faceaudit.models.calibration import ImpostorTail, fit_tail
 from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import buffalo_s
+from faceaudit.research.evaluate import TAIL_GRID, extract_with_engine, load_dataset
 
 HELD_OUT = (0.3, 0.325, 0.35, 0.375, 0.4, 0.425)
 SPLITS = 10

@@ -23,9 +23,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from faceaudit.imaging import decode_image
-from faceaudit.indexer.evaluate import load_dataset
 from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import resolve_pack
+from faceaudit.research.evaluate import load_dataset
 
 CACHE = Path(__file__).parent / ".cache"
 

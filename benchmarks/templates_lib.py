@@ -21,8 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 from templates_embed import Faces
 
-from faceaudit.indexer.evaluate import CALIBRATION_SWEEP, TAIL_GRID
 from faceaudit.models.calibration import Calibration, ImpostorTail, fit_tail
+from faceaudit.research.evaluate import CALIBRATION_SWEEP, TAIL_GRID
 
 # The pack's recall-optimal threshold, never gone below (Calibration.operating_threshold).
 BASE_THRESHOLD = 0.375

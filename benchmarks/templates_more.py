@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import templates_lib as tl
 
-from faceaudit.indexer.metrics import average_ranks
 from faceaudit.models.calibration import Calibration
+from faceaudit.research.metrics import average_ranks
 
 SIZES = (10**4, 10**6, 10**8)
 PAIR_FMRS = (1e-2, 1e-3, 1e-4)

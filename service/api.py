@@ -13,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from faceaudit.errors import MultipleFaces, NoFaceFound
+from faceaudit.indexer.results import GUIDE_THRESHOLDS, search_response
 from faceaudit.indexer.search import FaceIndex, Match
 from faceaudit.removals import FaceRemoved, linked_face_removed
-from faceaudit.results import GUIDE_THRESHOLDS, search_response
 from faceaudit.service.catalog import IndexGroup, Published, ServedIndex
 from faceaudit.service.deps import Services, ServicesDep, check_rate_limit
 from faceaudit.service.errors import (

@@ -1,6 +1,6 @@
 """The API's response models, for validation and for the OpenAPI page.
 
-The search result allows extra keys: ``faceaudit.results.search_response`` is the source of
+The search result allows extra keys: ``faceaudit.indexer.results.search_response`` is the source of
 truth for it, and fields added there reach clients without a change here. Not so a match and
 its provenance: only the fields declared here leave the server, so that nothing added to a
 match (a path, which can name the person pictured) reaches whoever searched by accident.

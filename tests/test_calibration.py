@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from faceaudit.indexer.evaluate import TAIL_GRID
 from faceaudit.models.calibration import (
     MEANING,
     UNCALIBRATED_THRESHOLD,
@@ -23,6 +22,7 @@ from faceaudit.models.calibration import (
     tail_from_eval,
 )
 from faceaudit.models.packs import buffalo_s, pack_from_folder
+from faceaudit.research.evaluate import TAIL_GRID
 from tests import expected_strangers as expected
 
 CURVE = Calibration(pack="p", recognizer_sha256="abc", threshold=0.3,

@@ -13,14 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit.cli import app as cli
+from faceaudit.cli.main import app as cli
 from faceaudit.imaging import decode_image
-from faceaudit.indexer import cluster, metrics
 from faceaudit.indexer.ann import VectorSearch
-from faceaudit.indexer.eval_report import format_report
-from faceaudit.indexer.evaluate import Dataset, EvalRun, ExtractedFaces, cluster_quality, run_eval
 from faceaudit.indexer.search import FaceIndex, search_selfie
 from faceaudit.models.engine import FaceEngine
+from faceaudit.research import cluster, metrics
+from faceaudit.research.eval_report import format_report
+from faceaudit.research.evaluate import Dataset, EvalRun, ExtractedFaces, cluster_quality, run_eval
 
 runner = CliRunner()
 

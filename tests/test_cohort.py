@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit.cli import app as cli
+from faceaudit.cli.main import app as cli
 from faceaudit.indexer.build import build_index
 from faceaudit.models.calibration import MAX_RESULTS, MEANING
 from faceaudit.models.engine import FaceEngine

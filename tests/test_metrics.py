@@ -10,9 +10,10 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from faceaudit.demo import astronaut, insightface_image, vectron_image
-from faceaudit.indexer import metrics
-from faceaudit.indexer.eval_report import format_report
-from faceaudit.indexer.evaluate import (
+from faceaudit.models.engine import FaceEngine
+from faceaudit.research import metrics
+from faceaudit.research.eval_report import format_report
+from faceaudit.research.evaluate import (
     Dataset,
     EvalRun,
     ExtractedFaces,
@@ -20,7 +21,6 @@ from faceaudit.indexer.evaluate import (
     load_dataset,
     run_eval,
 )
-from faceaudit.models.engine import FaceEngine
 
 PAIRS = "A\t1\t2\nA\t1\tB\t1\nC 1 3\nC 2 D 4\n"
 

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from faceaudit.cli import app as cli
+from faceaudit.cli.main import app as cli
 from faceaudit.indexer.search import FaceIndex
 from faceaudit.models.calibration import MAX_RESULTS, MEANING, Calibration
 from faceaudit.models.engine import FaceEngine

@@ -19,14 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit.cli import app
+from faceaudit.cli.main import app
 from faceaudit.indexer.build import build_index
-from faceaudit.indexer.cluster import cluster_index, identities_path, write_identities
 from faceaudit.indexer.search import FaceIndex
 from faceaudit.models.engine import FaceEngine
-from faceaudit.report import identities
-from faceaudit.report.figures import bystanders
-from faceaudit.report.licences import (
+from faceaudit.research.cluster import cluster_index, identities_path, write_identities
+from faceaudit.research.report import identities
+from faceaudit.research.report.figures import bystanders
+from faceaudit.research.report.licences import (
     ABSENT,
     ALL_RIGHTS_RESERVED,
     COMMERCIAL_REUSE,
@@ -35,7 +35,7 @@ from faceaudit.report.licences import (
     UNRECOGNISED,
     licence_category,
 )
-from faceaudit.report.suppression import Cells, code_histograms, integer_histogram
+from faceaudit.research.report.suppression import Cells, code_histograms, integer_histogram
 
 CONTRACT = ("images", "faces", "identities_estimated", "uploaders", "licences",
             "non_commercial_photos", "people_photographed_by_others")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from faceaudit.report import make_report, write_report
+from faceaudit.research.report import make_report, write_report
 from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 from tests.test_browser import playwright_api as playwright_api  # noqa: F401 (fixture)
 

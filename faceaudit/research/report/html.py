@@ -9,14 +9,14 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from faceaudit.indexer.summary import DOWNLOADED_KINDS
-from faceaudit.report.publish import withhold
-from faceaudit.report.svg import SECONDARY, bar_chart, count_text
+from faceaudit.research.report.publish import withhold
+from faceaudit.research.report.svg import SECONDARY, bar_chart, count_text
 
 TEMPLATE = "report.html.j2"
 
 
 def _environment(k: int) -> Environment:
-    env = Environment(loader=PackageLoader("faceaudit.report", "templates"),
+    env = Environment(loader=PackageLoader("faceaudit.research.report", "templates"),
                       autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["n"] = lambda value: count_text(value, k)

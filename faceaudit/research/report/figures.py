@@ -2,7 +2,7 @@
 with pyarrow, the face tables memory-mapped with numpy. No per-face (or per-image) Python
 object is made, so an index of 10^7 faces takes seconds, not hours.
 
-These are raw counts; ``faceaudit.report.publish`` applies small-count suppression before
+These are raw counts; ``faceaudit.research.report.publish`` applies small-count suppression before
 anything is written.
 """
 
@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from faceaudit.indexer.store import IMAGES_FILE, STATUS_FAILED
-from faceaudit.report.index_files import IndexFiles
-from faceaudit.report.licences import NON_COMMERCIAL, licence_category, licence_label
-from faceaudit.report.suppression import (
+from faceaudit.research.report.index_files import IndexFiles
+from faceaudit.research.report.licences import NON_COMMERCIAL, licence_category, licence_label
+from faceaudit.research.report.suppression import (
     OTHER_REASONS,
     Histogram,
     float_histogram,

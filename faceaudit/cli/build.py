@@ -60,7 +60,7 @@ def build_index_command(
     """Build the searchable index at OUT from the embedding shards of a finished scan (what
     `faceaudit index` does after scanning, with or without --ray), streaming with bounded
     memory, and publish it atomically."""
-    from faceaudit.cli import _fail, _parse_enrich
+    from faceaudit.cli.main import _fail, _parse_enrich
     from faceaudit.indexer.ann import INDEX_TYPES
     from faceaudit.indexer.from_embeddings import build_from_embeddings
     from faceaudit.indexer.staging import finished_scan_base, staging_folder

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from faceaudit.cli_help import MARKUP_MODE, HelpGroup
+from faceaudit.cli.help import MARKUP_MODE, HelpGroup
 from faceaudit.errors import FaceAuditError
 
 if TYPE_CHECKING:

@@ -16,25 +16,25 @@ from numpy.typing import NDArray
 
 from faceaudit import __version__
 from faceaudit.errors import FaceAuditError
-from faceaudit.indexer.cluster import Clustering, Progress
-from faceaudit.report import across, people
-from faceaudit.report.figures import (
+from faceaudit.research.cluster import Clustering, Progress
+from faceaudit.research.report import across, people
+from faceaudit.research.report.figures import (
     BYSTANDER_EDGE_SHARE,
     BYSTANDER_SIZE_RATIO,
     DatasetFigures,
     combine,
     dataset_figures,
 )
-from faceaudit.report.identities import identities_error, identities_of
-from faceaudit.report.index_files import IndexFiles
-from faceaudit.report.publish import (
+from faceaudit.research.report.identities import identities_error, identities_of
+from faceaudit.research.report.index_files import IndexFiles
+from faceaudit.research.report.publish import (
     Section,
     add_shares,
     relate_sections,
     section_tree,
     withhold,
 )
-from faceaudit.report.suppression import (
+from faceaudit.research.report.suppression import (
     Cells,
     Histogram,
     code_histograms,

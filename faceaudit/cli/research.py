@@ -1,5 +1,6 @@
 """`faceaudit cluster` and `faceaudit cohort`: what researchers run over whole datasets and
-consenting cohorts. Parses flags and calls faceaudit.indexer.cluster and faceaudit.cohort."""
+consenting cohorts. Parses flags and calls faceaudit.research.cluster and
+faceaudit.research.cohort."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli_help import MARKUP_MODE, HelpGroup
+from faceaudit.cli.help import MARKUP_MODE, HelpGroup
 from faceaudit.errors import FaceAuditError
 from faceaudit.models.calibration import MAX_RESULTS
 from faceaudit.words import counted
@@ -46,8 +47,9 @@ def cluster(
 ) -> None:
     """Group the faces of INDEX by identity and write each face's identity number. Prints
     counts only: faces, identities, singletons, the sizes of the largest identities."""
-    from faceaudit.cli import _progress_bar
-    from faceaudit.indexer.cluster import (
+    from faceaudit.cli.main import _progress_bar
+    from faceaudit.indexer.search import FaceIndex
+    from faceaudit.research.cluster import (
         DEFAULT_K,
         check_outside_index,
         cluster_index,
@@ -57,7 +59,6 @@ def cluster(
         index_calibration,
         write_identities,
     )
-    from faceaudit.indexer.search import FaceIndex
 
     if threshold is not None and not 0 < threshold <= 1:
         raise typer.BadParameter("a similarity in (0, 1]", param_hint="--threshold")
@@ -122,15 +123,15 @@ def cohort(
 ) -> None:
     """Search every participant's selfie in every index, under the service's limits, and
     write what was found. Nothing of the selfies is kept but these results."""
-    from faceaudit.cli import _engine, _progress_bar
-    from faceaudit.cohort import (
+    from faceaudit.cli.main import _engine, _progress_bar
+    from faceaudit.removals import resolve_state_dir
+    from faceaudit.research.cohort import (
         cohort_selfies,
         cohort_totals,
         open_indexes,
         run_cohort,
         write_cohort,
     )
-    from faceaudit.removals import resolve_state_dir
 
     try:
         engine = _engine(models, device)

@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from faceaudit.indexer.cluster import (
+from faceaudit.indexer.search import FaceIndex
+from faceaudit.research.cluster import (
     IDENTITIES_METADATA,
     Clustering,
     Progress,
     cluster_index,
     identities_path,
 )
-from faceaudit.indexer.search import FaceIndex
-from faceaudit.report.index_files import IndexFiles
+from faceaudit.research.report.index_files import IndexFiles
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def identities_error(threshold: float) -> dict[str, Any]:
     if not CLUSTERING_ERRORS:
         return {"measured": False, "source": "not measured yet: `faceaudit eval` on a "
                 "labelled dataset measures it; record it in "
-                "faceaudit.report.identities.CLUSTERING_ERRORS"}
+                "faceaudit.research.report.identities.CLUSTERING_ERRORS"}
     rows = sorted(CLUSTERING_ERRORS, key=lambda row: row["threshold"])
     row = next((r for r in reversed(rows) if r["threshold"] <= threshold + 1e-9), rows[0])
     return {"measured": True, **row}

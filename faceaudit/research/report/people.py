@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from faceaudit.indexer.store import IMAGES_FILE
-from faceaudit.report.index_files import IndexFiles
-from faceaudit.report.suppression import Histogram, integer_histogram
+from faceaudit.research.report.index_files import IndexFiles
+from faceaudit.research.report.suppression import Histogram, integer_histogram
 
 PHOTOS_PER_UPLOADER_EDGES = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 10_000)
 PHOTOS_PER_IDENTITY_EDGES = (1, 2, 3, 5, 10, 20, 50, 100, 1000)

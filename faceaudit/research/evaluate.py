@@ -19,7 +19,7 @@ Choices a reader should know:
   search that found nothing; a non-mated selfie without a face is left out of FPIR, as it
   tests nothing.
 - Clustering: every face of every image is clustered as ``faceaudit cluster`` clusters an
-  index (``faceaudit.indexer.cluster``), and the labelled faces, whose identity is known,
+  index (``faceaudit.research.cluster``), and the labelled faces, whose identity is known,
   are scored (pairwise and BCubed precision and recall, and the identity count against the
   true one). Faces of unlabelled people in the background take part, as in a real dataset,
   but are not scored.
@@ -38,7 +38,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from faceaudit.errors import FaceAuditError
-from faceaudit.indexer import cluster, metrics
 from faceaudit.indexer.ann import VectorSearch
 from faceaudit.indexer.pipeline import StageTimes, process_images
 from faceaudit.indexer.readers.folder import scan_folder
@@ -46,6 +45,7 @@ from faceaudit.indexer.search import DEFAULT_THRESHOLD, search_vectors
 from faceaudit.indexer.store import STATUS_FAILED
 from faceaudit.models.calibration import Calibration
 from faceaudit.models.engine import FaceEngine
+from faceaudit.research import cluster, metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """`faceaudit report`: the dataset exposure report of one or several indexes. Parses flags and
-calls faceaudit.report."""
+calls faceaudit.research.report."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def report(
     """Write a dataset exposure report: photos, faces, licences, uploaders (counts only),
     estimated people and how many were photographed by others; as report.json and a
     self-contained index.html (no network needed to open it)."""
-    from faceaudit.cli import _progress_bar
-    from faceaudit.report import make_report, write_report
+    from faceaudit.cli.main import _progress_bar
+    from faceaudit.research.report import make_report, write_report
 
     try:
         with _progress_bar() as progress:

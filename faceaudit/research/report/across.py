@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components
 
 from faceaudit.indexer.ann import ADD_CHUNK, VectorSearch
 from faceaudit.indexer.store import IMAGES_FILE
-from faceaudit.report.index_files import IndexFiles
+from faceaudit.research.report.index_files import IndexFiles
 
 IDENTITIES_RULE = (
     "Identities of two datasets are the same person when their centroids (the normalised mean "

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from faceaudit import __version__
-from faceaudit.cli_build import OptionalRayAddress, build_index_command
-from faceaudit.cli_checks import check_index_settings, check_port
-from faceaudit.cli_help import MARKUP_MODE, HelpGroup
-from faceaudit.cli_removals import app as removals_app
-from faceaudit.cli_report import report as report_command
-from faceaudit.cli_research import app as research_app
+from faceaudit.cli.build import OptionalRayAddress, build_index_command
+from faceaudit.cli.checks import check_index_settings, check_port
+from faceaudit.cli.help import MARKUP_MODE, HelpGroup
+from faceaudit.cli.removals import app as removals_app
+from faceaudit.cli.report import report as report_command
+from faceaudit.cli.research import app as research_app
 from faceaudit.errors import FaceAuditError
 from faceaudit.models.calibration import MAX_EXPECTED_STRANGERS, MAX_RESULTS
 from faceaudit.models.engine import DetectionSettings
@@ -231,9 +231,9 @@ def search(
 ) -> None:
     """List the indexed photos in which the person of SELFIE appears, best first."""
     from faceaudit.imaging import decode_image
+    from faceaudit.indexer.results import check_search, search_response
     from faceaudit.indexer.search import FaceIndex, search_selfie
     from faceaudit.removals import resolve_state_dir, suppressed_faces, visible, widen
-    from faceaudit.results import check_search, search_response
 
     try:
         face_index = FaceIndex(index_dir)
@@ -476,9 +476,9 @@ def eval_command(
 ) -> None:
     """Measure verification, 1:N self-search, false-match rates and identity clustering on
     a labelled DATASET."""
-    from faceaudit.indexer.eval_report import format_report
-    from faceaudit.indexer.evaluate import CALIBRATION_SWEEP, evaluate_dataset
     from faceaudit.models.calibration import calibration_from_eval
+    from faceaudit.research.eval_report import format_report
+    from faceaudit.research.evaluate import CALIBRATION_SWEEP, evaluate_dataset
 
     try:
         check_index_settings(det_size=det_size, min_face=min_face, det_threshold=det_threshold,

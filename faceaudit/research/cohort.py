@@ -22,11 +22,11 @@ from typing import Any
 
 from faceaudit.errors import FaceAuditError, MultipleFaces
 from faceaudit.imaging import IMAGE_SUFFIXES, decode_image
+from faceaudit.indexer.results import check_search
 from faceaudit.indexer.search import FaceIndex, Match, selfie_face
 from faceaudit.models.calibration import MAX_EXPECTED_STRANGERS, MAX_RESULTS, MEANING
 from faceaudit.models.engine import FaceEngine
 from faceaudit.removals import suppressed_faces, visible, widen
-from faceaudit.results import check_search
 
 RESULT_COLUMNS = ("participant", "dataset", "photo_id", "image", "image_key", "page_url",
                   "image_url", "licence_name", "licence_url", "score", "strength", "meaning",

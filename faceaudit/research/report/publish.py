@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from faceaudit.report.figures import DatasetFigures
-from faceaudit.report.licences import CATEGORIES, NON_COMMERCIAL
-from faceaudit.report.people import MANY_PHOTOS, IdentityFigures, UploaderFigures
-from faceaudit.report.suppression import Cells, Histogram, pointer
+from faceaudit.research.report.figures import DatasetFigures
+from faceaudit.research.report.licences import CATEGORIES, NON_COMMERCIAL
+from faceaudit.research.report.people import MANY_PHOTOS, IdentityFigures, UploaderFigures
+from faceaudit.research.report.suppression import Cells, Histogram, pointer
 
 HISTOGRAMS = ("faces_per_image", "face_sizes", "detection_scores", "photos_per_uploader",
               "photos_per_identity")

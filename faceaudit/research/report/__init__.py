@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from faceaudit.report.build import DEFAULT_K, make_report
-from faceaudit.report.html import render_html
+from faceaudit.research.report.build import DEFAULT_K, make_report
+from faceaudit.research.report.html import render_html
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "index.html"
