@@ -1,4 +1,4 @@
-"""Time and memory of identity clustering (faceaudit.research.cluster) on synthetic faces with
+"""Time and memory of identity clustering (faceaudit.research.clustering) on synthetic faces with
 planted identities, and what they become at 10^7 faces.
 
     python benchmarks/cluster_scale.py --faces 1000000
@@ -10,7 +10,7 @@ face ``w`` centre + ``sqrt(1 - w^2)`` noise with ``w`` in [0.75, 0.9]: a person'
 tail): this measures time and memory, not quality, which `faceaudit eval` measures on lfw-dev.
 
 Stages, each timed with its peak resident memory (sampled):
-- ``knn``: the k-NN graph (``cluster.knn_graph``) through ``--search``: the name of an index
+- ``knn``: the k-NN graph (``knn_graph``) through ``--search``: the name of an index
   type of indexer/ann.py (``pq-rerank``, ``flat``: its VectorSearch's ``knn``, what
   ``faceaudit cluster`` uses), ``exact`` (IndexFlatIP over all faces), or ``ivf`` (an IVF
   partition over float16 codes, nlist = 4 sqrt(N), for comparison: no index type uses it);
@@ -38,9 +38,14 @@ import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
 from faceaudit.indexer.ann import VectorSearch
-from faceaudit.models.calibration import load_calibration
+from faceaudit.models.calibration_files import load_calibration
 from faceaudit.models.packs import buffalo_s
-from faceaudit.research import cluster, metrics
+from faceaudit.research.clustering.agglomeration import agglomerate, number_by_size
+from faceaudit.research.clustering.cluster import DEFAULT_K
+from faceaudit.research.clustering.graph import Graph, NeighbourSearch, knn_graph
+from faceaudit.research.clustering.graph import neighbour_search as graph_neighbour_search
+from faceaudit.research.clustering.threshold import default_threshold
+from faceaudit.research.metrics.clustering import cluster_scores
 
 DIMENSION = 512
 CHUNK = 65_536
@@ -134,18 +139,18 @@ class IvfSearch:
 
 
 def neighbour_search(kind: str, store: np.ndarray, nprobe: int, seed: int
-                     ) -> cluster.NeighbourSearch:
+                     ) -> NeighbourSearch:
     if kind == "ivf":
         return IvfSearch(store, nprobe, seed)
     if kind == "exact":
-        return cluster.neighbour_search(VectorSearch.in_memory(store, "flat"))
+        return graph_neighbour_search(VectorSearch.in_memory(store, "flat"))
     search = VectorSearch.in_memory(store, kind)
     if not hasattr(search, "knn"):
         raise SystemExit(f"VectorSearch has no knn for index type {kind!r} yet")
     return search  # type: ignore[return-value]
 
 
-def exact_sample(store: np.ndarray, graph: cluster.Graph, k: int, threshold: float,
+def exact_sample(store: np.ndarray, graph: Graph, k: int, threshold: float,
                  queries: int, seed: int) -> dict[str, float]:
     """Exact k-NN of ``queries`` sampled faces: seconds per query, and the share of their
     exact edges above ``threshold`` that ``graph`` holds."""
@@ -176,7 +181,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                        * os.sysconf("SC_PAGE_SIZE") / 2**30, 2)
     calibration = load_calibration(buffalo_s())
     threshold = (args.threshold if args.threshold is not None
-                 else cluster.default_threshold(calibration, args.faces))
+                 else default_threshold(calibration, args.faces))
     result["threshold"] = threshold
     with peak_rss(result, "generate"):
         store, owner = planted_faces(work / "vectors.npy", args.faces, args.singletons,
@@ -187,7 +192,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with peak_rss(result, "search_build"):
         search = neighbour_search(args.search, store, args.nprobe, args.seed)
     with peak_rss(result, "knn"):
-        graph = cluster.knn_graph(store, args.k, threshold, search)
+        graph = knn_graph(store, args.k, threshold, search)
     del search
     result["edges"] = len(graph.score)
     result["edge_bytes"] = int(graph.left.nbytes + graph.right.nbytes + graph.score.nbytes)
@@ -197,8 +202,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                        args.seed))
         result["exact_knn_s_extrapolated"] = result["exact_s_per_query"] * args.faces
     with peak_rss(result, "agglomerate"):
-        labels, sizes = cluster.number_by_size(cluster.agglomerate(graph))
-    scores = metrics.cluster_scores(owner, labels)
+        labels, sizes = number_by_size(agglomerate(graph))
+    scores = cluster_scores(owner, labels)
     result.update(identities=int(len(sizes)), bcubed_f1=scores.bcubed_f1,
                   pairwise_f1=scores.pairwise_f1, identities_error=scores.identities_error)
     return result
@@ -209,9 +214,9 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=1_000_000)
     parser.add_argument("--singletons", type=float, default=0.4,
                         help="share of faces whose person appears once")
-    parser.add_argument("--k", type=int, default=cluster.DEFAULT_K)
+    parser.add_argument("--k", type=int, default=DEFAULT_K)
     parser.add_argument("--threshold", type=float, default=None,
-                        help="default: cluster.default_threshold for this many faces")
+                        help="default: clustering.threshold.default_threshold for this many faces")
     parser.add_argument("--search", default="pq-rerank",
                         help="an index type of indexer/ann.py (its knn), exact, or ivf")
     parser.add_argument("--nprobe", type=int, default=16)

@@ -6,10 +6,10 @@
 DATASET defaults to ../shared/data/lfw-dev with its pairs file. Each peer (dlib through
 face_recognition; OpenCV YuNet + SFace int8; the naive InsightFace loop) runs in its own
 environment as a subprocess that writes the faces it found to an .npz file; faceaudit runs in
-this process. Then `faceaudit.research.evaluate.run_eval`, the protocol of `faceaudit eval`,
-scores every system on the same images. One table: verification accuracy, 1:N recall at
-FPIR <= 1 %, images/s (decode + detect + embed, model loading excluded), photos without a face.
-The systems run one after another, so their timings share the machine's conditions.
+this process. Then `faceaudit.research.evaluation.protocol.run_eval`, the protocol of
+`faceaudit eval`, scores every system on the same images. One table: verification accuracy,
+1:N recall at FPIR <= 1 %, images/s (decode + detect + embed, model loading excluded), photos
+without a face. The systems run one after another, so their timings share the machine's conditions.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import numpy as np
 
 from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import resolve_pack
-from faceaudit.research import metrics
-from faceaudit.research.evaluate import (
+from faceaudit.research.evaluation.dataset import (
     Dataset,
     ExtractedFaces,
     extract_with_engine,
     load_dataset,
-    run_eval,
 )
+from faceaudit.research.evaluation.protocol import run_eval
+from faceaudit.research.metrics.pairs import parse_pairs
 
 HERE = Path(__file__).parent
 PEERS = HERE / "peers"
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true")
     args = parser.parse_args()
     pairs_file = args.pairs or next(iter(sorted(args.dataset.glob("pairs*.txt"))), None)
-    pairs = metrics.parse_pairs(pairs_file.read_text()) if pairs_file else None
+    pairs = parse_pairs(pairs_file.read_text()) if pairs_file else None
     dataset = load_dataset(args.dataset.resolve())
     print(f"{len(dataset.paths)} photos, {len(dataset.identities)} identities, pairs: "
           f"{pairs_file}")

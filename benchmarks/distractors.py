@@ -94,7 +94,7 @@ def load_real_faces(lfw: Path, cache: Path = CACHE) -> RealFaces:
     from faceaudit.indexer.pipeline import process_images
     from faceaudit.models.engine import FaceEngine
     from faceaudit.models.packs import buffalo_s
-    from faceaudit.research.evaluate import load_dataset
+    from faceaudit.research.evaluation.dataset import load_dataset
 
     engine = FaceEngine(buffalo_s(), device="cpu")
     key = hashlib.sha256(f"{lfw.resolve()}\0{sorted(engine.sha256.items())}".encode())

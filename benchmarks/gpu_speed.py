@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from faceaudit.indexer.pipeline import ProcessedImage, StageTimes, process_images
+from faceaudit.indexer.face_inference import ProcessedImage
+from faceaudit.indexer.pipeline import process_images
 from faceaudit.indexer.readers.folder import scan_folder
+from faceaudit.indexer.stage_times import StageTimes
 from faceaudit.models.engine import GPU_BATCH, FaceEngine
 from faceaudit.models.packs import buffalo_s
 

@@ -28,8 +28,9 @@ from insightface_naive import DET_SIZE  # noqa: E402
 from insightface_naive import load as load_naive  # noqa: E402
 
 from faceaudit.demo import astronaut, insightface_image, paste_small, vectron_image  # noqa: E402
-from faceaudit.indexer.pipeline import StageTimes, process_images  # noqa: E402
+from faceaudit.indexer.pipeline import process_images  # noqa: E402
 from faceaudit.indexer.readers.folder import scan_folder  # noqa: E402
+from faceaudit.indexer.stage_times import StageTimes  # noqa: E402
 from faceaudit.models.engine import DetectionSettings, FaceEngine  # noqa: E402
 from faceaudit.models.packs import buffalo_s  # noqa: E402
 

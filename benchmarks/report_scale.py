@@ -36,7 +36,7 @@ from faceaudit.indexer.store import (
     ImageTable,
     write_index_files,
 )
-from faceaudit.research.cluster import Clustering
+from faceaudit.research.clustering.cluster import Clustering
 from faceaudit.research.report import make_report, write_report
 from faceaudit.research.report.index_files import IndexFiles
 

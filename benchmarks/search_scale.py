@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from distractors import CACHE, RealFaces, fit_mixture, load_real_faces, write_store  # noqa: E402
 
 from faceaudit.indexer import ann, exact  # noqa: E402
-from faceaudit.models.calibration import Calibration, calibration_path  # noqa: E402
+from faceaudit.models.calibration import Calibration  # noqa: E402
+from faceaudit.models.calibration_files import calibration_path  # noqa: E402
 from faceaudit.models.packs import buffalo_s  # noqa: E402
 
 BASE_THRESHOLD = 0.375

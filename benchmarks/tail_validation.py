@@ -4,7 +4,7 @@
 
 Embeds the labelled face of every photo once (the pipeline of `faceaudit index`), scores every
 pair of different people (7 M pairs on lfw-dev), and checks the method of
-faceaudit.models.calibration.fit_tail four ways:
+faceaudit.models.impostor_tail.fit_tail four ways:
 
 1. held-out scores: fit on a window that ends where 300 pairs remain, and compare the pairs it
    predicts above higher thresholds with those measured;
@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from faceaudit.models.calibration import ImpostorTail, fit_tail
 from faceaudit.models.engine import FaceEngine
+from faceaudit.models.impostor_tail import ImpostorTail, fit_tail
 from faceaudit.models.packs import buffalo_s
-from faceaudit.research.evaluate import TAIL_GRID, extract_with_engine, load_dataset
+from faceaudit.research.evaluation.dataset import extract_with_engine, load_dataset
+from faceaudit.research.evaluation.impostors import TAIL_GRID
 
 HELD_OUT = (0.3, 0.325, 0.35, 0.375, 0.4, 0.425)
 SPLITS = 10

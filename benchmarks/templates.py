@@ -1,19 +1,20 @@
-"""Templates of several selfies on lfw-dev: fusion, per-K impostor tails, held-out check,
-thresholds and recall at 10^4 / 10^6 / 10^8 faces, the same-person check, automatic
-expansion and per-query normalisation (the measurements behind issue 15).
+"""Templates of several selfies on lfw-dev: fusion, per-K impostor tails (K = 1-5), held-out
+check, thresholds and recall at 10^4 / 10^6 / 10^8 faces, the same-person check, automatic
+expansion and confirmed joins, per-query normalisation (the measurements behind issue 15).
 
     nice -n 19 .venv/bin/python benchmarks/templates.py [--lfw ../shared/data/lfw-dev]
         [--fusion mean] [--per-person 20] [--out benchmarks/results/templates.txt]
 
 Every face of lfw-dev is embedded once by faceaudit's engine (benchmarks/templates_embed.py,
-cached in benchmarks/.cache/); the rest is numpy, a few minutes on one core. Selfies are
+cached in benchmarks/.cache/, ~3 min on one core the first time); the rest is numpy, about
+2 minutes on one core. Selfies are
 photos with exactly one face, embedded as a selfie is (with their mirror image); a template
 of K selfies is their fused unit vector. Each person with at least K one-face photos gives up
 to --per-person distinct K-subsets (every one-face photo for K = 1), drawn with fixed seeds.
 Genuine: a template against its person's other photos (the photo's best face). Impostor: a
 template against the labelled face of every photo of another identity; identity pairs that
 are LFW label errors (a labelled pair above 0.48) are left out of both. Tails are fitted with
-faceaudit.models.calibration.fit_tail on the TAIL_GRID counts, as ``faceaudit eval
+faceaudit.models.impostor_tail.fit_tail on the TAIL_GRID counts, as ``faceaudit eval
 --calibrate`` does, and read through ``Calibration`` (operating_threshold, min_threshold,
 threshold_for): the same code the service uses.
 """
@@ -32,7 +33,8 @@ import templates_lib as tl  # noqa: E402
 import templates_more  # noqa: E402
 from templates_embed import load_faces  # noqa: E402
 
-from faceaudit.models.calibration import Calibration, calibration_path  # noqa: E402
+from faceaudit.models.calibration import Calibration  # noqa: E402
+from faceaudit.models.calibration_files import calibration_path  # noqa: E402
 from faceaudit.models.packs import buffalo_s  # noqa: E402
 
 KS = (1, 2, 3, 4, 5)
@@ -69,7 +71,7 @@ def _cell(value: object) -> str:
 
 def equal_fmr_threshold(impostor: np.ndarray, far: float) -> float:
     """The highest impostor score that must be rejected for at most far x n accepted
-    (metrics.tar_at_far's rule)."""
+    (metrics.verification.tar_at_far's rule)."""
     allowed = int(np.floor(far * len(impostor) + 1e-9))
     return float(np.partition(impostor, len(impostor) - 1 - allowed)[len(impostor) - 1 - allowed])
 

@@ -18,6 +18,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +26,7 @@ from numpy.typing import NDArray
 from faceaudit.imaging import decode_image
 from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import resolve_pack
-from faceaudit.research.evaluate import load_dataset
+from faceaudit.research.evaluation.dataset import load_dataset
 
 CACHE = Path(__file__).parent / ".cache"
 
@@ -64,7 +65,9 @@ def embed_dataset(root: Path, engine: FaceEngine) -> dict[str, np.ndarray]:
     columns: dict[str, list] = {k: [] for k in (
         "plain", "mirror", "raw_norm", "raw_norm_mirror", "det_score", "box", "photo",
         "labelled")}
-    paths, identity, counts = [], [], []
+    paths: list[str] = []
+    identity: list[int] = []
+    counts: list[int] = []
     recognizer = engine._recognizer  # noqa: SLF001 - the raw norm is not public
     started = time.perf_counter()
     for number, images in enumerate(dataset.identities.values()):
@@ -137,7 +140,9 @@ def load_faces(root: Path, *, threads: int = 1) -> Faces:
         data = embed_dataset(root, engine)
         CACHE.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial.npz")
-        np.savez(partial, **data, settings=np.array(settings), root=np.array(str(root.resolve())))
+        stored: dict[str, Any] = {**data, "settings": np.array(settings),
+                                  "root": np.array(str(root.resolve()))}
+        np.savez(partial, **stored)
         partial.rename(path)
     faces = Faces(
         plain=data["plain"], mirror=data["mirror"], raw_norm=data["raw_norm"],

@@ -21,8 +21,10 @@ import numpy as np
 from numpy.typing import NDArray
 from templates_embed import Faces
 
-from faceaudit.models.calibration import Calibration, ImpostorTail, fit_tail
-from faceaudit.research.evaluate import CALIBRATION_SWEEP, TAIL_GRID
+from faceaudit.models.calibration import Calibration
+from faceaudit.models.impostor_tail import ImpostorTail, fit_tail
+from faceaudit.research.evaluation.impostors import TAIL_GRID
+from faceaudit.research.evaluation.protocol import CALIBRATION_SWEEP
 
 # The pack's recall-optimal threshold, never gone below (Calibration.operating_threshold).
 BASE_THRESHOLD = 0.375
@@ -123,6 +125,7 @@ def fuse(data: Data, selfies: NDArray[np.int64], fusion: str) -> NDArray[np.floa
     faces = data.faces
     rows = data.one_face[selfies]  # (T, K) face rows
     vectors = faces.mirror[rows]
+    weights: np.ndarray
     if fusion == "mean":
         weights = np.ones(rows.shape, np.float32)
     elif fusion == "det_score":

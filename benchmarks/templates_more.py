@@ -10,7 +10,7 @@ import numpy as np
 import templates_lib as tl
 
 from faceaudit.models.calibration import Calibration
-from faceaudit.research.metrics import average_ranks
+from faceaudit.research.metrics.verification import average_ranks
 
 SIZES = (10**4, 10**6, 10**8)
 PAIR_FMRS = (1e-2, 1e-3, 1e-4)
@@ -161,13 +161,14 @@ def expansion(out: Any, data: tl.Data, kept: dict[int, tuple[tl.Scored, Calibrat
                 checks.append((k, mode, cap, size, check))
     out.table(["K", "joins", "cap", "N", "join above", "grew", "joined med", "other id",
                "(labelled)", "K default", "exp default", "exp@K def", "rest@K def", "rec 6-40",
-               "expanded", "rec >=K+1", "expanded"], rows)
+               "expanded", "rec >=K+1", "expanded", "6-40 max"], rows)
     out("joins: 'strong' = every face above strong; 'confirmed' = the person's own labelled "
         "faces found above the K default (a perfect 'this is me'), strangers never. other id: "
         "faces joined whose photo is labelled with someone else (labelled: that label's face "
         "itself; else a background face, often the person). exp@K def: strangers expected if "
         "expanded templates kept the K default; rest@K def: the templates that joined nothing, "
-        "under their own fitted tail, at the K default")
+        "under their own fitted tail, at the K default. 6-40 max: expanded searches at "
+        "max(exp default, K default), never below the K default")
     out("held-out people, expanded templates' tails (threshold:predicted/measured pairs):")
     for k, mode, cap, size, check in checks:
         ratios = " ".join(f"{t}:{p:.0f}/{m}" for t, p, m in
@@ -208,9 +209,12 @@ def _expanded(data: tl.Data, scored: tl.Scored, joined: np.ndarray, selfie_sum: 
                          default, d_exp,
                          cal_exp.expected_false_matches(default, size) if cal_exp
                          else float("nan"), rest_expected]
+    never_lower = np.where(grew, max(d_exp, default), default)
     for people in (six_to_forty, tl.group(data, scored.templates.selfies.shape[1] + 1)):
         row += [tl.recall(data, scored, default, people)[0],
                 tl.recall(data, expanded, limits, people, found_before=first_strong)[0]]
+    row.append(tl.recall(data, expanded, never_lower, six_to_forty,
+                         found_before=first_strong)[0])
     check = None
     if cal_exp is not None and cal_exp.tail is not None:
         thresholds = tl.validation_thresholds(cal_exp.tail)
@@ -275,10 +279,10 @@ def per_query(out: Any, data: tl.Data, single: tuple[tl.Scored, Calibration], se
 
 
 def _deciles(values: list[np.ndarray], tests: list[np.ndarray], overall: np.ndarray,
-             defaults: dict[int, float]) -> list[list[object]]:
+             defaults: dict[int, float]) -> list[list[Any]]:
     edges = np.quantile(np.concatenate(values), np.linspace(0, 1, 11))
     deciles = [np.clip(np.searchsorted(edges, v, side="right") - 1, 0, 9) for v in values]
-    rows: list[list[object]] = []
+    rows: list[list[Any]] = []
     for d in range(10):
         blocks = [t[decile == d] for t, decile in zip(tests, deciles, strict=True)]
         v = np.concatenate([b[~np.isnan(b)] for b in blocks])

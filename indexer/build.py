@@ -24,11 +24,12 @@ from faceaudit.indexer.enrich import ENRICHMENTS
 from faceaudit.indexer.from_embeddings import manifest_base, publish_embeddings
 from faceaudit.indexer.lock import build_lock
 from faceaudit.indexer.merge import SELECTION_SCHEMA
-from faceaudit.indexer.pipeline import StageTimes, check_workers, process_items
+from faceaudit.indexer.pipeline import check_workers, process_items
 from faceaudit.indexer.readers import open_source
 from faceaudit.indexer.readers.base import Source
 from faceaudit.indexer.reuse import PREVIOUS, previous_index
 from faceaudit.indexer.shards import ShardWriter, shard_name
+from faceaudit.indexer.stage_times import StageTimes
 from faceaudit.indexer.staging import (
     SHARDS_DIR,
     ScanRecord,

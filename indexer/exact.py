@@ -36,7 +36,8 @@ class RangeSearch(Protocol):
 
 def default_threshold(faces: int) -> float:
     """The bundled pack's operating threshold for an index of ``faces`` faces."""
-    from faceaudit.models.calibration import BUNDLED, Calibration
+    from faceaudit.models.calibration import Calibration
+    from faceaudit.models.calibration_files import BUNDLED
 
     calibration = Calibration.from_file(BUNDLED / DEFAULT_PACK_CALIBRATION)
     return calibration.operating_threshold(max(faces, 1))

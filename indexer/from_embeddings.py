@@ -26,10 +26,10 @@ from faceaudit import __version__
 from faceaudit.errors import FaceAuditError
 from faceaudit.indexer.lock import build_lock
 from faceaudit.indexer.merge import SELECTION_SCHEMA, DamagedStaging, merge_index_files
-from faceaudit.indexer.pipeline import StageTimes
 from faceaudit.indexer.publish import publish
 from faceaudit.indexer.readers.base import Source
 from faceaudit.indexer.shards import shard_folders
+from faceaudit.indexer.stage_times import StageTimes
 from faceaudit.indexer.staging import SHARDS_DIR, ScanRecord, manifest_digest, read_scan
 from faceaudit.indexer.store import (
     FORMAT_NAME,

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 from faceaudit.errors import FaceAuditError
 from faceaudit.indexer.search import Match
-from faceaudit.models.calibration import MEANING, Calibration
+from faceaudit.models.calibration import Calibration
+from faceaudit.models.thresholds import MEANING
 
 # Wide enough for the page's strictness slider (0.20 to 0.90).
 GUIDE_THRESHOLDS = [round(0.20 + 0.05 * i, 2) for i in range(15)]

@@ -22,11 +22,11 @@ from faceaudit.indexer.store import (
     ImageTable,
     read_manifest,
 )
-from faceaudit.models.calibration import UNCALIBRATED_THRESHOLD
 from faceaudit.models.engine import DetectedFace, FaceEngine
+from faceaudit.models.thresholds import UNCALIBRATED_THRESHOLD
 
 # The threshold of a pack nobody has calibrated; a calibrated pack brings its own
-# (faceaudit.models.calibration), which is what search uses when no threshold is given.
+# (faceaudit.models.calibration_files), which is what search uses when no threshold is given.
 DEFAULT_THRESHOLD = UNCALIBRATED_THRESHOLD
 # A face in a selfie counts when its box is at least this share of the largest face's, so a
 # stranger far behind the user does not make the selfie ambiguous.

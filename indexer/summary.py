@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from faceaudit.indexer.pipeline import StageTimes
+from faceaudit.indexer.stage_times import StageTimes
 from faceaudit.indexer.store import STATUS_FAILED, STATUS_NO_FACE
 from faceaudit.words import counted
 

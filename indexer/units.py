@@ -29,12 +29,13 @@ import pyarrow.parquet as pq
 from faceaudit.errors import InvalidSetting
 from faceaudit.imaging import DEFAULT_MAX_PIXELS
 from faceaudit.indexer.merge import SELECTION_SCHEMA
-from faceaudit.indexer.pipeline import StageTimes, process_items
+from faceaudit.indexer.pipeline import process_items
 from faceaudit.indexer.readers import open_source
 from faceaudit.indexer.readers.base import Coverage, Source, SourceItem
-from faceaudit.indexer.readers.img2dataset import WebDatasetSource
+from faceaudit.indexer.readers.webdataset import WebDatasetSource
 from faceaudit.indexer.reuse import PREVIOUS, KnownImages
 from faceaudit.indexer.shards import ShardWriter, shard_name
+from faceaudit.indexer.stage_times import StageTimes
 from faceaudit.indexer.staging import SHARDS_DIR, ScanRecord
 from faceaudit.models.engine import FaceEngine
 

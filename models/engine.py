@@ -23,7 +23,7 @@ from skimage.transform import SimilarityTransform
 from faceaudit.errors import InvalidSetting
 from faceaudit.imaging import DecodedImage
 from faceaudit.models.batched_detection import BatchedDetector
-from faceaudit.models.calibration import load_calibration
+from faceaudit.models.calibration_files import load_calibration
 from faceaudit.models.packs import ModelPack, read_verified
 from faceaudit.models.sessions import CUDA, Device, choose_providers, create_session
 

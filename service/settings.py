@@ -11,8 +11,8 @@ from limits import parse as parse_limit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from faceaudit.models.calibration import MAX_RESULTS, TARGET_EXPECTED_STRANGERS
 from faceaudit.models.sessions import Device
+from faceaudit.models.thresholds import MAX_RESULTS, TARGET_EXPECTED_STRANGERS
 from faceaudit.removals.state_dir import default_state_dir
 
 # Several folders in one environment variable: a JSON list, or paths separated as in PATH.

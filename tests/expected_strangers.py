@@ -1,5 +1,5 @@
 """Expected faces of strangers per search, recomputed from a calibration file's own numbers
-without faceaudit.models.calibration: the threshold tests check the service against these.
+without faceaudit.models' calibration: the threshold tests check the service against these.
 
 What the numbers mean is the file's format: ``fmr`` lists (threshold, false-match rate)
 points, read between them on a log scale; with a ``tail`` (an exponential one, shape 0), the

@@ -14,7 +14,7 @@ import pytest
 from numpy.typing import NDArray
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app
+from faceaudit.cli import app
 from faceaudit.indexer import ann, exact
 from faceaudit.indexer.search import FaceIndex
 from faceaudit.indexer.store import (

@@ -11,18 +11,12 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from faceaudit.models.calibration import (
-    MEANING,
-    UNCALIBRATED_THRESHOLD,
-    Calibration,
-    ImpostorTail,
-    calibration_from_eval,
-    fit_tail,
-    load_calibration,
-    tail_from_eval,
-)
+from faceaudit.models.calibration import Calibration, calibration_from_eval
+from faceaudit.models.calibration_files import load_calibration
+from faceaudit.models.impostor_tail import ImpostorTail, fit_tail, tail_from_eval
 from faceaudit.models.packs import buffalo_s, pack_from_folder
-from faceaudit.research.evaluate import TAIL_GRID
+from faceaudit.models.thresholds import MEANING, UNCALIBRATED_THRESHOLD
+from faceaudit.research.evaluation.impostors import TAIL_GRID
 from tests import expected_strangers as expected
 
 CURVE = Calibration(pack="p", recognizer_sha256="abc", threshold=0.3,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app
+from faceaudit.cli import app
 from faceaudit.indexer.search import FaceIndex
 from faceaudit.indexer.staging import staging_folder
 

@@ -19,7 +19,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app
+from faceaudit.cli import app
 from faceaudit.demo import vectron_image
 from tests.img2dataset_fixtures import write_webdataset_shard
 

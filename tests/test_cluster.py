@@ -13,14 +13,21 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app as cli
+from faceaudit.cli import app as cli
 from faceaudit.imaging import decode_image
 from faceaudit.indexer.ann import VectorSearch
 from faceaudit.indexer.search import FaceIndex, search_selfie
 from faceaudit.models.engine import FaceEngine
-from faceaudit.research import cluster, metrics
+from faceaudit.research.clustering.agglomeration import DEFAULT_MIN_LINK, agglomerate
+from faceaudit.research.clustering.cluster import cluster_index, cluster_vectors
+from faceaudit.research.clustering.graph import Graph, knn_graph, neighbour_search
+from faceaudit.research.clustering.identities_file import IDENTITIES_METADATA
+from faceaudit.research.clustering.threshold import default_threshold
 from faceaudit.research.eval_report import format_report
-from faceaudit.research.evaluate import Dataset, EvalRun, ExtractedFaces, cluster_quality, run_eval
+from faceaudit.research.evaluation.cluster_quality import cluster_quality
+from faceaudit.research.evaluation.dataset import Dataset, ExtractedFaces
+from faceaudit.research.evaluation.protocol import EvalRun, run_eval
+from faceaudit.research.metrics.clustering import cluster_scores
 
 runner = CliRunner()
 
@@ -46,9 +53,9 @@ def planted(sizes: list[int], dimension: int = 64, seed: int = 0
 def test_planted_identities_are_recovered() -> None:
     sizes = [30, 12, 7, 5, 3, 2] + [1] * 40
     vectors, owner = planted(sizes)
-    labels = cluster.cluster_vectors(vectors, threshold=0.4, k=8)
+    labels = cluster_vectors(vectors, threshold=0.4, k=8)
 
-    scores = metrics.cluster_scores(owner, labels)
+    scores = cluster_scores(owner, labels)
     assert scores.predicted_identities == len(sizes)
     assert scores.bcubed_f1 == 1.0 and scores.pairwise_f1 == 1.0
     # Identities are numbered by size: the 30 faces of the first are identity 0.
@@ -77,37 +84,36 @@ def _bridge(steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_chaining_guard_keeps_a_bridge_of_faces_from_joining_two_people() -> None:
     vectors, owner = _bridge(steps=10)  # 9 degrees a step: cos 9° 0.988, cos 18° 0.951
-    search = cluster.neighbour_search(VectorSearch.in_memory(vectors))
-    graph = cluster.knn_graph(vectors, 8, 0.97, search)
+    search = neighbour_search(VectorSearch.in_memory(vectors))
+    graph = knn_graph(vectors, 8, 0.97, search)
 
-    chained = cluster.agglomerate(graph, min_link=0.0)  # connected components
+    chained = agglomerate(graph, min_link=0.0)  # connected components
     assert len(set(chained)) == 1  # the bridge joins everyone into one "person"
 
-    guarded = cluster.agglomerate(graph, min_link=cluster.DEFAULT_MIN_LINK)
+    guarded = agglomerate(graph, min_link=DEFAULT_MIN_LINK)
     first, second = set(guarded[owner == 0]), set(guarded[owner == 1])
     assert len(first) == 1 and len(second) == 1 and first != second
 
 
 def test_a_stranger_above_the_threshold_does_not_merge_two_people() -> None:
     vectors, owner = planted([6, 6], dimension=32, seed=5)
-    graph = cluster.knn_graph(vectors, 8, 0.4,
-                              cluster.neighbour_search(VectorSearch.in_memory(vectors)))
+    graph = knn_graph(vectors, 8, 0.4, neighbour_search(VectorSearch.in_memory(vectors)))
     assert graph.score.min() > 0.45  # each person's own photos
     # A false match just above the threshold, as strangers' usually are.
     one, two = np.flatnonzero(owner == 0)[0], np.flatnonzero(owner == 1)[0]
-    bridged = cluster.Graph(graph.faces, np.append(graph.left, min(one, two)).astype(np.int32),
-                            np.append(graph.right, max(one, two)).astype(np.int32),
-                            np.append(graph.score, 0.41).astype(np.float32))
-    assert len(set(cluster.agglomerate(bridged, min_link=0.0))) == 1
-    labels = cluster.agglomerate(bridged)
-    assert metrics.cluster_scores(owner, labels).bcubed_f1 == 1.0
+    bridged = Graph(graph.faces, np.append(graph.left, min(one, two)).astype(np.int32),
+                    np.append(graph.right, max(one, two)).astype(np.int32),
+                    np.append(graph.score, 0.41).astype(np.float32))
+    assert len(set(agglomerate(bridged, min_link=0.0))) == 1
+    labels = agglomerate(bridged)
+    assert cluster_scores(owner, labels).bcubed_f1 == 1.0
 
 
 def test_cluster_scores_on_hand_computed_examples() -> None:
     # True: A A A B B C; predicted: {0,1} {2,3,4} {5}.
     true = np.array([0, 0, 0, 1, 1, 2])
     predicted = np.array([7, 7, 8, 8, 8, 9])
-    s = metrics.cluster_scores(true, predicted)
+    s = cluster_scores(true, predicted)
     # Pairs together: 1 + 3 = 4, of which same person: (0,1), (3,4) = 2. Same-person pairs:
     # 3 (A) + 1 (B) = 4, of which together: 2.
     assert (s.pairwise_precision, s.pairwise_recall, s.pairwise_f1) == (0.5, 0.5, 0.5)
@@ -118,11 +124,11 @@ def test_cluster_scores_on_hand_computed_examples() -> None:
     assert s.bcubed_f1 == pytest.approx(2 * p * r / (p + r))
     assert (s.true_identities, s.predicted_identities, s.identities_error) == (3, 3, 0.0)
 
-    alone = metrics.cluster_scores(true, np.arange(6))  # every item alone
+    alone = cluster_scores(true, np.arange(6))  # every item alone
     assert np.isnan(alone.pairwise_precision) and alone.pairwise_recall == 0.0
     assert (alone.bcubed_precision, alone.bcubed_recall) == (1.0, pytest.approx(0.5))
     assert alone.identities_error == 1.0
-    together = metrics.cluster_scores(true, np.zeros(6))  # one cluster
+    together = cluster_scores(true, np.zeros(6))  # one cluster
     assert together.pairwise_precision == pytest.approx(4 / 15)
     assert together.pairwise_recall == 1.0 and together.bcubed_recall == 1.0
     assert together.bcubed_precision == pytest.approx((3 * 3 / 6 + 2 * 2 / 6 + 1 / 6) / 6)
@@ -160,8 +166,8 @@ def test_eval_scores_the_clustering_of_labelled_faces() -> None:
 def test_the_demo_index_groups_yao_into_one_identity(built_index: Path, engine: FaceEngine,
                                                        collection: tuple[Path, Path]) -> None:
     index = FaceIndex(built_index)
-    clustering = cluster.cluster_index(index)
-    assert clustering.threshold == cluster.default_threshold(engine.calibration, index.size)
+    clustering = cluster_index(index)
+    assert clustering.threshold == default_threshold(engine.calibration, index.size)
     yao = search_selfie(engine, index, decode_image(collection[1] / "yaoming.jpg"))
     assert len(yao) == 4
     labels = {int(clustering.labels[match.face]) for match in yao}
@@ -194,7 +200,7 @@ def test_cluster_command_writes_identities_beside_the_index(built_index: Path,
     assert summary["faces"] == index.size
     assert summary["largest"][0] == int(np.bincount(identities).max())
     assert summary["singletons"] == int((np.bincount(identities) == 1).sum())
-    made = json.loads(table.schema.metadata[cluster.IDENTITIES_METADATA])
+    made = json.loads(table.schema.metadata[IDENTITIES_METADATA])
     assert made["threshold"] == summary["threshold"] and made["dataset"] == index.dataset
 
     text = runner.invoke(cli, ["cluster", str(copy), "--out", str(tmp_path / "ids.parquet"),

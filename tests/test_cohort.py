@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app as cli
+from faceaudit.cli import app as cli
 from faceaudit.indexer.build import build_index
-from faceaudit.models.calibration import MAX_RESULTS, MEANING
 from faceaudit.models.engine import FaceEngine
+from faceaudit.models.thresholds import MAX_RESULTS, MEANING
 from tests.expected_strangers import lowest, shipped, strangers
 
 runner = CliRunner()

@@ -12,7 +12,8 @@ import onnxruntime as ort
 import pytest
 
 from faceaudit.imaging import DecodedImage, decode_image
-from faceaudit.indexer.pipeline import ProcessedImage, default_inference_workers, process_images
+from faceaudit.indexer.face_inference import ProcessedImage, default_inference_workers
+from faceaudit.indexer.pipeline import process_images
 from faceaudit.indexer.store import STATUS_FAILED
 from faceaudit.models import engine as engine_module
 from faceaudit.models.engine import CPU_BATCH, GPU_BATCH, DetectedFace, FaceEngine

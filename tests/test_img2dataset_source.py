@@ -16,14 +16,12 @@ from img2dataset_fixtures import (
     write_webdataset_shard,
 )
 
-from faceaudit.indexer.readers import img2dataset
+from faceaudit.indexer.readers import webdataset
 from faceaudit.indexer.readers.base import GIVEN_FIELDS, SourceError, read_location
-from faceaudit.indexer.readers.img2dataset import (
-    Img2DatasetFilesSource,
-    WebDatasetSource,
-    detect_img2dataset,
-    failure_reason,
-)
+from faceaudit.indexer.readers.img2dataset import detect_img2dataset
+from faceaudit.indexer.readers.img2dataset_coverage import failure_reason
+from faceaudit.indexer.readers.img2dataset_files import Img2DatasetFilesSource
+from faceaudit.indexer.readers.webdataset import WebDatasetSource
 
 URL = "https://farm1.staticflickr.com/2/{}_abcdef.jpg"
 
@@ -207,7 +205,7 @@ def test_grouping_members_and_samples_without_image(tmp_path: Path) -> None:
 def test_oversized_member_is_an_error_item(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     write_webdataset_shard(tmp_path, 0, [sample(1)])
-    monkeypatch.setattr(img2dataset, "MAX_IMAGE_BYTES", 100)
+    monkeypatch.setattr(webdataset, "MAX_IMAGE_BYTES", 100)
     (item,) = WebDatasetSource(tmp_path).items()
     assert item.data is None and "more than the limit" in item.error
     assert item.location.size > 100 and item.fields["image_url"] == URL.format(1)

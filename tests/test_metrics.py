@@ -11,22 +11,29 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from faceaudit.demo import astronaut, insightface_image, vectron_image
 from faceaudit.models.engine import FaceEngine
-from faceaudit.research import metrics
 from faceaudit.research.eval_report import format_report
-from faceaudit.research.evaluate import (
+from faceaudit.research.evaluation.dataset import (
     Dataset,
-    EvalRun,
     ExtractedFaces,
     extract_with_engine,
     load_dataset,
-    run_eval,
+)
+from faceaudit.research.evaluation.protocol import EvalRun, run_eval
+from faceaudit.research.metrics.identification import fmr_curve
+from faceaudit.research.metrics.pairs import parse_pairs
+from faceaudit.research.metrics.verification import (
+    balanced_accuracy,
+    best_threshold,
+    kfold_verification,
+    roc_auc,
+    tar_at_far,
 )
 
 PAIRS = "A\t1\t2\nA\t1\tB\t1\nC 1 3\nC 2 D 4\n"
 
 
 def test_parse_pairs_with_a_header_takes_its_folds() -> None:
-    pairs = metrics.parse_pairs("2\t1\n" + PAIRS)
+    pairs = parse_pairs("2\t1\n" + PAIRS)
     assert pairs.left == ("A/A_0001.jpg", "A/A_0001.jpg", "C/C_0001.jpg", "C/C_0002.jpg")
     assert pairs.right == ("A/A_0002.jpg", "B/B_0001.jpg", "C/C_0003.jpg", "D/D_0004.jpg")
     assert pairs.same.tolist() == [True, False, True, False]
@@ -35,23 +42,23 @@ def test_parse_pairs_with_a_header_takes_its_folds() -> None:
 
 
 def test_parse_pairs_without_a_header_finds_lfw_blocks_or_splits_contiguously() -> None:
-    pairs = metrics.parse_pairs(PAIRS)  # same, different, same, different: two LFW folds
+    pairs = parse_pairs(PAIRS)  # same, different, same, different: two LFW folds
     assert pairs.same.tolist() == [True, False, True, False]
     assert (pairs.fold.tolist(), pairs.fold_source) == ([0, 0, 1, 1], "blocks")
     # One block (all same, then all different): no fold structure, contiguous splits.
-    flat = metrics.parse_pairs("A 1 2\nB 1 2\nC 1 2\nA 1 B 1\nA 2 C 1\nB 2 C 2\n",
-                               default_folds=3)
+    flat = parse_pairs("A 1 2\nB 1 2\nC 1 2\nA 1 B 1\nA 2 C 1\nB 2 C 2\n",
+                       default_folds=3)
     assert (flat.fold.tolist(), flat.fold_source) == ([0, 0, 1, 1, 2, 2], "contiguous")
-    assert metrics.parse_pairs("1100\nA 1 2\nA 1 B 1\n").fold_source == "contiguous"
+    assert parse_pairs("1100\nA 1 2\nA 1 B 1\n").fold_source == "contiguous"
     with pytest.raises(ValueError, match="line 2"):
-        metrics.parse_pairs("A 1 2\nA 1 B\n")
+        parse_pairs("A 1 2\nA 1 B\n")
 
 
 def test_kfold_on_separable_scores_is_perfect() -> None:
     scores = np.array([0.9, 0.8, 0.1, 0.2])
     same = np.array([True, True, False, False])
-    assert metrics.best_threshold(scores, same) == pytest.approx(0.5)
-    result = metrics.kfold_verification(scores, same, np.array([0, 1, 0, 1]))
+    assert best_threshold(scores, same) == pytest.approx(0.5)
+    result = kfold_verification(scores, same, np.array([0, 1, 0, 1]))
     assert result.fold_scores.tolist() == [1.0, 1.0]
     assert result.thresholds.tolist() == pytest.approx([0.5, 0.5])
 
@@ -61,7 +68,7 @@ def test_kfold_on_overlapping_scores_chooses_on_the_other_fold() -> None:
     scores = np.array([0.9, 0.6, 0.3, 0.65, 0.8, 0.35, 0.2, 0.4])
     same = np.array([True, True, False, False, True, True, False, False])
     fold = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    result = metrics.kfold_verification(scores, same, fold)
+    result = kfold_verification(scores, same, fold)
     # Fold 1 alone: cuts at 0.275 and 0.6 both get 3 of 4 right; the lower wins. On fold 0
     # it accepts both different pairs: 2/4. Fold 0 alone: 0.45 (3 of 4, lowest); on fold 1
     # it rejects the 0.35 same pair only: 3/4.
@@ -74,33 +81,33 @@ def test_kfold_on_overlapping_scores_chooses_on_the_other_fold() -> None:
 def test_balanced_accuracy_and_its_threshold() -> None:
     predicted = np.array([True, True, True, False, True])
     same = np.array([True, True, True, True, False])
-    assert metrics.balanced_accuracy(predicted, same) == pytest.approx((3 / 4 + 0) / 2)
+    assert balanced_accuracy(predicted, same) == pytest.approx((3 / 4 + 0) / 2)
     # Four same pairs, two different: plain accuracy prefers accepting everything but 0.1
     # (5/6 right, balanced 0.75); balanced accuracy rejects 0.65 as well (balanced 0.875).
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.65, 0.1])
     same = np.array([True, True, True, True, False, False])
-    assert metrics.best_threshold(scores, same) == pytest.approx(0.35)
-    assert metrics.best_threshold(scores, same, balanced=True) == pytest.approx(0.675)
+    assert best_threshold(scores, same) == pytest.approx(0.35)
+    assert best_threshold(scores, same, balanced=True) == pytest.approx(0.675)
 
 
 def test_auc_counts_ties_as_half() -> None:
     scores = np.array([0.9, 0.5, 0.5, 0.5, 0.1])
     same = np.array([True, True, True, False, False])
     # Of the 3 x 2 (same, different) pairs, 5 are ordered and 2 tied: (4 + 2 * 0.5) / 6.
-    assert metrics.roc_auc(scores, same) == pytest.approx(5 / 6)
-    assert metrics.roc_auc(np.array([0.2, 0.8]), np.array([True, False])) == 0.0
+    assert roc_auc(scores, same) == pytest.approx(5 / 6)
+    assert roc_auc(np.array([0.2, 0.8]), np.array([True, False])) == 0.0
 
 
 def test_tar_at_far_allows_floor_far_times_n_impostors() -> None:
     impostor = np.arange(100) / 100  # 0.00 .. 0.99
     genuine = np.array([0.985, 0.995, 0.5, 0.999])
-    assert metrics.tar_at_far(genuine, impostor, 1e-2) == (0.75, 0.98)  # 0.99 accepted
-    assert metrics.tar_at_far(genuine, impostor, 1e-3) == (0.5, 0.99)  # none accepted
+    assert tar_at_far(genuine, impostor, 1e-2) == (0.75, 0.98)  # 0.99 accepted
+    assert tar_at_far(genuine, impostor, 1e-3) == (0.5, 0.99)  # none accepted
 
 
 def test_fmr_counts_scores_strictly_above_like_range_search() -> None:
     impostor = np.array([0.1, 0.2, 0.3, 0.4])
-    assert metrics.fmr_curve(impostor, np.array([0.0, 0.25, 0.4])).tolist() == [1.0, 0.5, 0.0]
+    assert fmr_curve(impostor, np.array([0.0, 0.25, 0.4])).tolist() == [1.0, 0.5, 0.0]
 
 
 def _face(vector: np.ndarray, box: tuple[float, float, float, float] = (40, 40, 60, 60),
@@ -192,7 +199,7 @@ def _lfw_folder(root: Path) -> Path:
 def test_run_eval_end_to_end_with_the_real_engine(engine: FaceEngine, tmp_path: Path) -> None:
     dataset = load_dataset(_lfw_folder(tmp_path / "lfw"))
     extracted = extract_with_engine(engine, dataset)
-    pairs = metrics.parse_pairs("A 1 2\nB 1 2\nA 1 B 1\nA 3 D 1\n")
+    pairs = parse_pairs("A 1 2\nB 1 2\nA 1 B 1\nA 3 D 1\n")
     report = run_eval(dataset, extracted, pairs)
 
     assert (report.images, report.identities, report.no_face_images) == (7, 4, 1)

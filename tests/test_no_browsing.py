@@ -18,11 +18,12 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app as cli
+from faceaudit.cli import app as cli
 from faceaudit.indexer.search import FaceIndex
-from faceaudit.models.calibration import MAX_RESULTS, MEANING, Calibration
+from faceaudit.models.calibration import Calibration
 from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import buffalo_s
+from faceaudit.models.thresholds import MAX_RESULTS, MEANING
 from faceaudit.service.app import create_app
 from faceaudit.service.settings import ServiceSettings
 from tests import expected_strangers as expected

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app as cli
+from faceaudit.cli import app as cli
 from faceaudit.models.engine import FaceEngine
 from faceaudit.service.app import create_app
 from faceaudit.service.ratelimit import RateLimited, SearchRateLimit

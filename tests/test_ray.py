@@ -28,8 +28,8 @@ import pytest
 import ray
 from typer.testing import CliRunner
 
-from faceaudit.cli.build import bare_ray_flag
-from faceaudit.cli.main import app
+from faceaudit.cli import app
+from faceaudit.cli.index import bare_ray_flag
 from faceaudit.indexer.build import build_index, scan_settings
 from faceaudit.indexer.distributed import RayError, build_index_on_ray, plan_actors
 from faceaudit.indexer.from_embeddings import manifest_base

@@ -25,7 +25,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app as cli
+from faceaudit.cli import app as cli
 from faceaudit.indexer.search import FaceIndex
 from faceaudit.models.engine import FaceEngine
 from faceaudit.removals import (

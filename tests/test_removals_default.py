@@ -23,7 +23,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app as cli
+from faceaudit.cli import app as cli
 from faceaudit.removals import DATABASE, RemovalStore, RemovedPhoto, default_state_dir
 
 DATASET = "faceaudit-demo"

@@ -19,11 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app
+from faceaudit.cli import app
 from faceaudit.indexer.build import build_index
 from faceaudit.indexer.search import FaceIndex
 from faceaudit.models.engine import FaceEngine
-from faceaudit.research.cluster import cluster_index, identities_path, write_identities
+from faceaudit.research.clustering.cluster import cluster_index
+from faceaudit.research.clustering.identities_file import identities_path, write_identities
 from faceaudit.research.report import identities
 from faceaudit.research.report.figures import bystanders
 from faceaudit.research.report.licences import (

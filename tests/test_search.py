@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app
+from faceaudit.cli import app
 from faceaudit.errors import MultipleFaces, NoFaceFound
 from faceaudit.imaging import decode_image
 from faceaudit.indexer.search import FaceIndex, search_selfie

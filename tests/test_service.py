@@ -36,8 +36,9 @@ from faceaudit.indexer.readers.base import PROVENANCE_FIELDS
 from faceaudit.indexer.results import GUIDE_THRESHOLDS
 from faceaudit.indexer.search import FaceIndex, search_selfie
 from faceaudit.indexer.store import ImageRecord
-from faceaudit.models.calibration import UNCALIBRATED_THRESHOLD, Calibration
+from faceaudit.models.calibration import Calibration
 from faceaudit.models.engine import FaceEngine
+from faceaudit.models.thresholds import UNCALIBRATED_THRESHOLD
 from faceaudit.service.app import create_app
 from faceaudit.service.settings import ServiceSettings
 from faceaudit.service.thumbnails import (

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app
+from faceaudit.cli import app
 from faceaudit.demo import insightface_image, vectron_image
 from faceaudit.indexer.build import build_index
 from faceaudit.indexer.lock import BuildInProgress, build_lock

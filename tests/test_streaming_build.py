@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app
+from faceaudit.cli import app
 from faceaudit.indexer.from_embeddings import build_from_embeddings
 from faceaudit.indexer.merge import SELECTION_SCHEMA
 from faceaudit.indexer.npy_rows import NpyFile, NpyWriter, gather_rows

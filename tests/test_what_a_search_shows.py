@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from faceaudit.cli.main import app as cli
+from faceaudit.cli import app as cli
 from faceaudit.demo import insightface_image, vectron_image
 from faceaudit.imaging import decode_image
 from faceaudit.indexer.build import build_index

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from faceaudit.cli.common import fail
 from faceaudit.cli.help import MARKUP_MODE, HelpGroup
 from faceaudit.errors import FaceAuditError
 
 if TYPE_CHECKING:
     from faceaudit.removals import RemovalStore
 
-app = typer.Typer(
+group = typer.Typer(
     help="Removal requests the service received: list them, export the opt-out list, mark "
     "them sent, done or rejected.",
     no_args_is_help=True,
@@ -58,12 +59,7 @@ def _store(state_dir: Path | None) -> RemovalStore:
     return RemovalStore(resolve_state_dir(state_dir))
 
 
-def _fail(error: FaceAuditError) -> typer.Exit:
-    typer.echo(f"error: {error.message}", err=True)
-    return typer.Exit(code=2)
-
-
-@app.command("list")
+@group.command("list")
 def list_requests(
     state_dir: StateDirOption = None,
     dataset: DatasetOption = None,
@@ -76,7 +72,7 @@ def list_requests(
         found = _store(state_dir).requests(dataset=dataset,
                                                status=status.value if status else None)
     except FaceAuditError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     for request in found:
         if as_json:
             typer.echo(json.dumps(request.as_dict()))
@@ -91,7 +87,7 @@ def list_requests(
         typer.echo("No removal requests.", err=True)
 
 
-@app.command()
+@group.command()
 def export(
     state_dir: StateDirOption = None,
     dataset: DatasetOption = None,
@@ -117,12 +113,12 @@ def export(
             with out.open("wb") as file:
                 write_export(rows, fmt.value, file)
     except FaceAuditError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     if out is not None:
         typer.echo(f"{len(rows)} photos written to {out}", err=True)
 
 
-@app.command()
+@group.command()
 def mark(
     request_id: Annotated[str, typer.Argument(help="The request's id (see `list`).")],
     status: Annotated[MarkStatus, typer.Argument(
@@ -135,5 +131,5 @@ def mark(
     try:
         request = _store(state_dir).set_status(request_id, status.value)
     except FaceAuditError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     typer.echo(f"{request.request_id}: {request.status} ({request.status_changed})")

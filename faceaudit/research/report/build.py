@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 
 from faceaudit import __version__
 from faceaudit.errors import FaceAuditError
-from faceaudit.research.cluster import Clustering, Progress
+from faceaudit.research.clustering.cluster import Clustering
+from faceaudit.research.clustering.graph import Progress
 from faceaudit.research.report import across, people
 from faceaudit.research.report.figures import (
     BYSTANDER_EDGE_SHARE,

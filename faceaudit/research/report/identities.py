@@ -12,13 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from faceaudit.indexer.search import FaceIndex
-from faceaudit.research.cluster import (
-    IDENTITIES_METADATA,
-    Clustering,
-    Progress,
-    cluster_index,
-    identities_path,
-)
+from faceaudit.research.clustering.cluster import Clustering, cluster_index
+from faceaudit.research.clustering.graph import Progress
+from faceaudit.research.clustering.identities_file import IDENTITIES_METADATA, identities_path
 from faceaudit.research.report.index_files import IndexFiles
 
 log = logging.getLogger(__name__)

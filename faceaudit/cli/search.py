@@ -1,0 +1,91 @@
+"""`faceaudit search`: the photos of an index in which the person of one selfie appears."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from faceaudit.cli.common import STATE_DIR_HELP, DeviceOption, ModelsOption, fail, make_engine
+from faceaudit.errors import FaceAuditError
+from faceaudit.models.thresholds import MAX_EXPECTED_STRANGERS, MAX_RESULTS
+
+
+def search(
+    selfie: Annotated[Path, typer.Argument(help="A photo of one person's face.")],
+    index_dir: Annotated[Path, typer.Option("--index", help="Index folder.")],
+    threshold: Annotated[float | None, typer.Option(
+        help="Similarity threshold (default: the lowest at which 0.1 faces of other people "
+        "are expected per search at this index's size). One at which more than 1 is expected "
+        "is refused.")] = None,
+    top: Annotated[int | None, typer.Option(
+        help=f"Show at most this many photos (at most {MAX_RESULTS}, the default).")] = None,
+    allow_low_threshold: Annotated[bool, typer.Option(
+        "--allow-low-threshold",
+        help="Researchers only: allow a threshold below this index's floor and any --top. "
+        "The results can then show photos of strangers, many of them in a large index.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    models: ModelsOption = None,
+    device: DeviceOption = "auto",
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", envvar="FACEAUDIT_STATE_DIR",
+        help=f"The service's state folder: leave out the faces removal requests named "
+        f"({STATE_DIR_HELP}).")] = None,
+) -> None:
+    """List the indexed photos in which the person of SELFIE appears, best first."""
+    from faceaudit.imaging import decode_image
+    from faceaudit.indexer.results import check_search, search_response
+    from faceaudit.indexer.search import FaceIndex, search_selfie
+    from faceaudit.removals import resolve_state_dir, suppressed_faces, visible, widen
+
+    try:
+        face_index = FaceIndex(index_dir)
+        engine = make_engine(models, device)
+        default = engine.calibration.operating_threshold(face_index.size)
+        requested, threshold = threshold, default if threshold is None else threshold
+        top = MAX_RESULTS if top is None and not allow_low_threshold else top
+        check_search(engine.calibration, face_index.size, threshold, top,
+                     max_expected=MAX_EXPECTED_STRANGERS, max_results=MAX_RESULTS,
+                     allow_low_threshold=allow_low_threshold)
+        image = decode_image(selfie)
+        hidden = suppressed_faces(resolve_state_dir(state_dir), face_index.dataset)
+        matches = visible(search_selfie(engine, face_index, image, threshold=threshold,
+                                        top=widen(top, hidden)), hidden, top)
+    except FaceAuditError as error:
+        raise fail(error) from error
+    response = search_response(face_index, matches, threshold, engine.calibration, default,
+                               threshold_requested=requested, operator=True)
+    if as_json:
+        typer.echo(json.dumps(response))
+        return
+    expected = response["expected_false_matches"]
+    meaning = ("uncalibrated model pack: no false-match estimate" if expected is None else
+               f"about {expected:.2g} faces of other people are expected above it in an index "
+               "of this size")
+    typer.echo(f"threshold {threshold} ({meaning}); {face_index.size} faces in "
+               f"{len(face_index.images)} photos, model pack {face_index.model_pack}")
+    if not matches:
+        typer.echo("No photo in the index matches.")
+        return
+    for match in response["matches"]:
+        box = ", ".join(f"{v:.0f}" for v in match["bbox"])
+        typer.echo(f"{match['score']:.3f}  {match['strength']:<8}  {match['image']}  [{box}]"
+                   f"  {match['meaning']}")
+        typer.echo("        " + describe_provenance(match["provenance"]))
+
+
+def describe_provenance(provenance: dict[str, str | None]) -> str:
+    """One line: dataset, photo id, uploader, licence and the photo's page (or its URL)."""
+    parts = [f"dataset {provenance['dataset']}"]
+    if provenance.get("photo_id"):
+        parts.append(f"photo {provenance['photo_id']}")
+    uploader = provenance.get("uploader_name") or provenance.get("uploader_id")
+    parts.append(f"uploaded by {uploader}" if uploader else "uploader not stated")
+    parts.append(f"licence: {provenance.get('licence_name') or 'not stated by the source'}")
+    link = provenance.get("page_url") or provenance.get("image_url")
+    if link:
+        parts.append(link)
+    return " · ".join(parts)
