@@ -1,13 +1,14 @@
 """Templates of several selfies on lfw-dev: fusion, per-K impostor tails (K = 1-5), held-out
 check, thresholds and recall at 10^4 / 10^6 / 10^8 faces, the same-person check, automatic
-expansion and confirmed joins, per-query normalisation (the measurements behind issue 15).
+expansion and confirmed joins, per-query normalisation (the measurements behind issue 15), and
+the template curves the calibration ships (section 7).
 
     nice -n 19 .venv/bin/python benchmarks/templates.py [--lfw ../shared/data/lfw-dev]
         [--fusion mean] [--per-person 20] [--out benchmarks/results/templates.txt]
 
 Every face of lfw-dev is embedded once by faceaudit's engine (benchmarks/templates_embed.py,
 cached in benchmarks/.cache/, ~3 min on one core the first time); the rest is numpy, about
-2 minutes on one core. Selfies are
+4 minutes on one core (2 of them section 7). Selfies are
 photos with exactly one face, embedded as a selfie is (with their mirror image); a template
 of K selfies is their fused unit vector. Each person with at least K one-face photos gives up
 to --per-person distinct K-subsets (every one-face photo for K = 1), drawn with fixed seeds.
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import templates_calibration  # noqa: E402
 import templates_lib as tl  # noqa: E402
 import templates_more  # noqa: E402
 from templates_embed import load_faces  # noqa: E402
@@ -250,6 +252,7 @@ def main() -> None:
     templates_more.same_person(out, data, kept)
     templates_more.expansion(out, data, kept, splits=args.splits)
     templates_more.per_query(out, data, kept[1])
+    templates_calibration.section(out, data)
     out(f"({time.perf_counter() - started:.0f} s)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

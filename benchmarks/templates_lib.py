@@ -1,5 +1,7 @@
 """The numpy core of ``benchmarks/templates.py``: templates of K selfies, their scores against
-every face of lfw-dev, impostor counts, per-template-kind tails and their held-out check.
+every face of lfw-dev, impostor counts, per-template-kind tails and their held-out check. The
+fit, the rate rule and the validation thresholds live in faceaudit.research.evaluation
+(``template_fits``, ``templates``), where ``faceaudit eval --calibrate`` uses them.
 
 Conventions (those of faceaudit's eval and calibration):
 - a face is kept when its score is strictly above the threshold;
@@ -22,16 +24,21 @@ from numpy.typing import NDArray
 from templates_embed import Faces
 
 from faceaudit.models.calibration import Calibration
-from faceaudit.models.impostor_tail import ImpostorTail, fit_tail
-from faceaudit.research.evaluation.impostors import TAIL_GRID
-from faceaudit.research.evaluation.protocol import CALIBRATION_SWEEP
+from faceaudit.research.evaluation.impostors import CALIBRATION_SWEEP, TAIL_GRID
+from faceaudit.research.evaluation.template_fits import (  # noqa: F401 - used by templates*.py
+    SPLITS,
+    fit,
+    rate,
+    validation_thresholds,
+)
+from faceaudit.research.evaluation.templates import counts_above as _counts_above
+from faceaudit.research.evaluation.templates import unit
 
 # The pack's recall-optimal threshold, never gone below (Calibration.operating_threshold).
 BASE_THRESHOLD = 0.375
 # Labelled-face pairs of different identities above this are all LFW label errors on lfw-dev
 # (one person under two names, or one photo filed twice: benchmarks/tail_validation.py).
 LABEL_ERROR_SCORE = 0.48
-SPLITS = 10
 FUSIONS = ("mean", "det_score", "face_size", "norm")
 Array = NDArray[np.float64]
 
@@ -139,11 +146,6 @@ def fuse(data: Data, selfies: NDArray[np.int64], fusion: str) -> NDArray[np.floa
     return unit((vectors * weights[..., None]).sum(axis=1))
 
 
-def unit(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
-    return (vectors / (np.linalg.norm(vectors, axis=-1, keepdims=True) + 1e-12)).astype(
-        np.float32)
-
-
 def make(data: Data, person: NDArray[np.int64], selfies: NDArray[np.int64], fusion: str
          ) -> Templates:
     return Templates(person, selfies, fuse(data, selfies, fusion))
@@ -189,13 +191,7 @@ def score(data: Data, templates: Templates, vectors: NDArray[np.float32] | None 
 def counts_above(values: NDArray[np.floating], grid: NDArray[np.floating] = TAIL_GRID
                  ) -> NDArray[np.int64]:
     """How many values are strictly above each grid threshold."""
-    below = np.searchsorted(grid, values, side="left")  # grid points strictly under a value
-    histogram = np.bincount(below, minlength=len(grid) + 1)
-    return (len(values) - np.cumsum(histogram)[: len(grid)]).astype(np.int64)
-
-
-def fit(values: NDArray[np.floating]) -> ImpostorTail:
-    return fit_tail(TAIL_GRID.tolist(), counts_above(values).tolist(), len(values))
+    return _counts_above(values, grid)
 
 
 def calibration(values: NDArray[np.floating], source: str) -> Calibration:
@@ -206,14 +202,6 @@ def calibration(values: NDArray[np.floating], source: str) -> Calibration:
                        fmr=[(float(t), float(n) / len(values)) for t, n in
                             zip(CALIBRATION_SWEEP, counts, strict=True)],
                        impostor_comparisons=len(values), source=source, tail=fit(values))
-
-
-def rate(tail: ImpostorTail, values: NDArray[np.floating], threshold: float) -> float:
-    """The calibration's rule (as tail_validation.py): measured up to the window's end, the
-    fitted tail beyond."""
-    if threshold <= tail.fit_to:
-        return float((values > threshold).mean())
-    return tail.false_match_rate(threshold)
 
 
 # --- recall ---------------------------------------------------------------------------------
@@ -297,8 +285,3 @@ def held_out(data: Data, scored: Scored, thresholds: Sequence[float], ratio_at: 
         ratio_at=ratio_at,
         scale_range=(min(scales), max(scales)) if scales else (math.nan, math.nan))
 
-
-def validation_thresholds(tail: ImpostorTail) -> list[float]:
-    """From just below the window's end to 0.1 above it, in steps of 0.025."""
-    end = math.ceil(tail.fit_to / 0.025 - 1e-9) * 0.025
-    return [round(end + step * 0.025, 3) for step in range(-1, 5)]

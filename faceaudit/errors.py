@@ -6,11 +6,16 @@ status codes in one place each. Nothing here knows about HTTP.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class FaceAuditError(Exception):
     """Base class. ``code`` is stable and machine-readable; ``str(error)`` is for people."""
 
     code = "error"
+    # Which of a search's several selfies the error is about (1 for the first); None when it
+    # is about no one selfie.
+    selfie: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -39,6 +44,29 @@ class MultipleFaces(FaceAuditError):
     def __init__(self, message: str, count: int) -> None:
         super().__init__(message)
         self.count = count
+
+
+class DifferentPeople(FaceAuditError):
+    """Selfies searched together that do not all show the same person; ``selfie`` names the
+    one that differs most from the others."""
+
+    code = "different_people"
+
+    def __init__(self, message: str, selfie: int) -> None:
+        super().__init__(message)
+        self.selfie = selfie
+
+
+E = TypeVar("E", bound=FaceAuditError)
+
+
+def about_selfie(error: E, number: int) -> E:
+    """``error`` (raised about one of several selfies) said of selfie ``number``: "Selfie 2:
+    No face was found in the selfie...", with ``selfie`` set."""
+    error.message = f"Selfie {number}: {error.message}"
+    error.args = (error.message,)
+    error.selfie = number
+    return error
 
 
 class ModelFileError(FaceAuditError):

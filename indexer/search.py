@@ -1,7 +1,8 @@
-"""Read an index and search it with one person's selfie."""
+"""Read an index and search it with one person's selfie, or the template of several."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from faceaudit.errors import FaceTooSmall, IncompatibleIndex, MultipleFaces, NoFaceFound
+from faceaudit.errors import (
+    FaceAuditError,
+    FaceTooSmall,
+    IncompatibleIndex,
+    MultipleFaces,
+    NoFaceFound,
+    about_selfie,
+)
 from faceaudit.imaging import DecodedImage
 from faceaudit.indexer.ann import VectorSearch
 from faceaudit.indexer.store import (
@@ -23,7 +31,8 @@ from faceaudit.indexer.store import (
     read_manifest,
 )
 from faceaudit.models.engine import DetectedFace, FaceEngine
-from faceaudit.models.thresholds import UNCALIBRATED_THRESHOLD
+from faceaudit.models.templates import same_person_template
+from faceaudit.models.thresholds import MAX_SELFIES, UNCALIBRATED_THRESHOLD
 
 # The threshold of a pack nobody has calibrated; a calibrated pack brings its own
 # (faceaudit.models.calibration_files), which is what search uses when no threshold is given.
@@ -121,6 +130,15 @@ class FaceIndex:
         """Every face's embedding (float16, memory-mapped), row i for face i."""
         return self.vector_search.vectors
 
+    def face_vectors(self, rows: Sequence[int]) -> NDArray[np.float32]:
+        """The stored embeddings of the faces at ``rows`` (len(rows) x d, float32 copies of
+        the float16 store, renormalised): what a confirmed face adds to a template."""
+        if any(not 0 <= row < self.size for row in rows):
+            raise IndexError(f"face rows outside 0..{self.size - 1}: {list(rows)}")
+        stored = np.asarray(self.vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+        norms = np.linalg.norm(stored, axis=1, keepdims=True)
+        return (stored / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
     @property
     def dataset_root(self) -> Path:
         return Path(self.manifest["dataset"]["root"])
@@ -191,18 +209,48 @@ def selfie_face(engine: FaceEngine, selfie: DecodedImage) -> DetectedFace:
     return usable[0]
 
 
+def selfie_vector(engine: FaceEngine, selfie: DecodedImage) -> NDArray[np.float32]:
+    """The embedding (plain and mirror averaged) of the selfie's one face."""
+    return engine.embed(selfie, [selfie_face(engine, selfie)], flip=True)[0]
+
+
+def check_selfie_count(count: int) -> None:
+    """FaceAuditError unless 1 to MAX_SELFIES selfies are given."""
+    if count < 1:
+        raise FaceAuditError("No selfie was given: give a photo of your face.")
+    if count > MAX_SELFIES:
+        raise FaceAuditError(f"{count} selfies were given: a search takes at most "
+                             f"{MAX_SELFIES}. Keep the {MAX_SELFIES} clearest.")
+
+
+def selfies_template(engine: FaceEngine, selfies: Sequence[DecodedImage]
+                     ) -> NDArray[np.float32]:
+    """The template of 1 to MAX_SELFIES selfies of one person: each must show one face
+    (NoFaceFound / MultipleFaces naming the selfie when there are several) and every pair
+    must score above the pack's same-person level (DifferentPeople)."""
+    check_selfie_count(len(selfies))
+    vectors = []
+    for number, selfie in enumerate(selfies, start=1):
+        try:
+            vectors.append(selfie_vector(engine, selfie))
+        except FaceAuditError as error:
+            raise (about_selfie(error, number) if len(selfies) > 1 else error) from None
+    return same_person_template(vectors, engine.calibration.same_person_threshold)
+
+
 def search_selfie(
     engine: FaceEngine,
     index: FaceIndex,
-    selfie: DecodedImage,
+    selfie: DecodedImage | Sequence[DecodedImage],
     *,
     threshold: float | None = None,
     top: int | None = None,
 ) -> list[Match]:
-    """Photos of ``index`` with the selfie's person, best first. ``threshold`` defaults to the
-    model pack's calibrated one."""
+    """Photos of ``index`` with the person of the selfie (or of the template of several
+    selfies, see ``selfies_template``), best first. ``threshold`` defaults to the model pack's
+    calibrated one."""
     index.check_engine(engine)
     if threshold is None:
         threshold = engine.calibration.threshold
-    face = selfie_face(engine, selfie)
-    return index.search(engine.embed(selfie, [face], flip=True)[0], threshold, top)
+    selfies = [selfie] if isinstance(selfie, DecodedImage) else list(selfie)
+    return index.search(selfies_template(engine, selfies), threshold, top)

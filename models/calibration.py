@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from faceaudit.models.impostor_tail import ImpostorTail, tail_from_eval
 from faceaudit.models.packs import ModelPack
+from faceaudit.models.template_tails import (
+    CONFIRMED,
+    SELFIES,
+    TemplateCalibration,
+    TemplateTail,
+    curve_rate,
+)
 from faceaudit.models.thresholds import (
     MAX_EXPECTED_STRANGERS,
+    MAX_TEMPLATE_FACES,
     POSSIBLE,
     STRONG,
     STRONG_EXPECTED_FALSE_MATCHES,
     TARGET_EXPECTED_STRANGERS,
+    TEMPLATE_STANDIN_SHIFT,
+    UNCALIBRATED_SAME_PERSON,
     UNCALIBRATED_THRESHOLD,
     lowest_threshold,
 )
@@ -31,7 +40,11 @@ class Calibration:
     ``threshold``: the recall-optimal threshold (the default for small indexes).
     ``fmr``: (threshold, false-match rate) pairs, thresholds ascending. ``tail``: the fitted
     impostor tail (None in calibrations made before it, or on too few comparisons).
-    ``measured``: what the threshold gave where it was chosen."""
+    ``measured``: what the threshold gave where it was chosen. ``templates``: the curves of
+    templates of several faces (None in calibrations made before them).
+
+    ``template``: (selfies, confirmed) of the template this calibration is for, (1, 0) for
+    one photo; ``bounds`` and ``shift`` are set by ``for_template`` only (never stored)."""
 
     pack: str
     recognizer_sha256: str | None
@@ -41,33 +54,60 @@ class Calibration:
     source: str
     measured: dict[str, Any] = field(default_factory=dict)
     tail: ImpostorTail | None = None
+    templates: TemplateCalibration | None = None
+    template: tuple[int, int] = (1, 0)
+    bounds: tuple[TemplateTail, ...] = ()
+    shift: float = 0.0
 
     @property
     def calibrated(self) -> bool:
         return bool(self.fmr)
 
+    @property
+    def same_person_threshold(self) -> float:
+        """The score every pair of one person's selfies must exceed to be searched together;
+        a conservative level for a pack without template calibration."""
+        if self.templates is None:
+            return UNCALIBRATED_SAME_PERSON
+        return self.templates.same_person_threshold
+
+    def for_template(self, selfies: int, confirmed: int = 0) -> Calibration:
+        """The calibration of a search with a template of ``selfies`` selfies and ``confirmed``
+        confirmed faces: its false-match rate at t is the highest of the one-photo curve and
+        of every selfies-only curve of at most selfies + confirmed faces, and with confirmed
+        faces of every confirmed curve of at most that size too; thresholds therefore never
+        fall as a template grows. A calibrated pack without template curves (or missing one
+        of them) reads its one-photo curve ``TEMPLATE_STANDIN_SHIFT`` lower instead; an
+        uncalibrated one gets a fixed threshold that much above its own."""
+        faces = selfies + confirmed
+        if selfies < 1 or confirmed < 0 or faces > MAX_TEMPLATE_FACES:
+            raise ValueError(
+                f"a template holds 1 to {MAX_TEMPLATE_FACES} faces, at least one of them a "
+                f"selfie: got {selfies} selfies and {confirmed} confirmed faces")
+        if faces == 1:
+            return replace(self, template=(1, 0), bounds=(), shift=0.0)
+        if not self.fmr:
+            return replace(self, template=(selfies, confirmed), bounds=(), shift=0.0,
+                           threshold=max(self.threshold,
+                                         UNCALIBRATED_THRESHOLD + TEMPLATE_STANDIN_SHIFT))
+        wanted = [(SELFIES, n) for n in range(1, faces + 1)]
+        if confirmed:
+            wanted += [(CONFIRMED, n) for n in range(2, faces + 1)]
+        found = [None if self.templates is None else self.templates.tail(kind, n)
+                 for kind, n in wanted]
+        bounds = tuple(t for t in found if t is not None)
+        shift = TEMPLATE_STANDIN_SHIFT if None in found else 0.0
+        return replace(self, template=(selfies, confirmed), bounds=bounds, shift=shift)
+
     def false_match_rate(self, threshold: float) -> float | None:
-        """FMR at ``threshold``: interpolated on a log scale between measured points, and the
-        fitted tail beyond its ``fit_to``. Below the first measured point, the first point's
-        rate (a lower bound). Without a tail, above the last point with any false match the
-        rate is bounded by one comparison in all those measured (never zero)."""
+        """FMR at ``threshold`` (see ``curve_rate``); for a template, the highest of the curves
+        it must not undercut (see ``for_template``)."""
         if not self.fmr:
             return None
-        if self.tail is not None:
-            if threshold > self.tail.fit_to:
-                return self.tail.false_match_rate(threshold)
-            points = [(t, r) for t, r in self.fmr if t < self.tail.fit_to]
-            points.append((self.tail.fit_to, self.tail.rate_at_fit_to))
-        else:
-            floor = 1.0 / max(1, self.impostor_comparisons)
-            points = [(t, max(rate, floor)) for t, rate in self.fmr]
-        if threshold <= points[0][0]:
-            return points[0][1]
-        for (t0, r0), (t1, r1) in zip(points, points[1:], strict=False):
-            if t0 <= threshold <= t1:
-                weight = (threshold - t0) / (t1 - t0) if t1 > t0 else 0.0
-                return math.exp(math.log(r0) + weight * (math.log(r1) - math.log(r0)))
-        return points[-1][1]
+        rate = curve_rate(self.fmr, self.impostor_comparisons, self.tail, threshold - self.shift)
+        for bound in self.bounds:
+            rate = max(rate, bound.false_match_rate(threshold))
+        return rate
 
     def expected_false_matches(self, threshold: float, index_faces: int) -> float | None:
         rate = self.false_match_rate(threshold)
@@ -96,7 +136,7 @@ class Calibration:
         """The lowest threshold any search of this index may use: above it, at most
         ``max_expected`` strangers per search. An uncalibrated pack: its fixed threshold."""
         needed = self.threshold_for(index_faces, max_expected)
-        return UNCALIBRATED_THRESHOLD if needed is None else needed
+        return max(UNCALIBRATED_THRESHOLD, self.threshold) if needed is None else needed
 
     def strength(self, score: float, index_faces: int) -> str:
         """"strong" when strangers scoring this high are unlikely in an index of this size
@@ -111,7 +151,11 @@ class Calibration:
                  _round(self.expected_false_matches(t, index_faces))} for t in thresholds]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        """The calibration file: the one-photo calibration with its template curves."""
+        data = asdict(self)
+        for derived in ("template", "bounds", "shift"):
+            del data[derived]
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_file(cls, path: Path) -> Calibration:
@@ -119,6 +163,8 @@ class Calibration:
         data["fmr"] = [tuple(point) for point in data["fmr"]]
         if data.get("tail") is not None:
             data["tail"] = ImpostorTail(**data["tail"])
+        if data.get("templates") is not None:
+            data["templates"] = TemplateCalibration.from_dict(data["templates"])
         return cls(**data)
 
 
@@ -126,11 +172,13 @@ def _round(value: float | None) -> float | None:
     return None if value is None else float(f"{value:.3g}")
 
 
-def calibration_from_eval(result: dict[str, Any], pack: ModelPack, recognizer_sha256: str,
-                          source: str, max_fpir: float = 0.01) -> Calibration:
+def calibration_from_eval(result: dict[str, Any], pack: ModelPack | str,
+                          recognizer_sha256: str | None, source: str,
+                          max_fpir: float = 0.01) -> Calibration:
     """A calibration from ``faceaudit eval --json`` output: the default threshold is the one
     of highest 1:N recall whose FPIR (non-mated searches returning anything) is at most
-    ``max_fpir``; the FMR curve is the impostor curve, with its fitted tail."""
+    ``max_fpir``; the FMR curve is the impostor curve, with its fitted tail; the template
+    curves are those of its ``templates`` section, when it has one."""
     search = result["search"]
     eligible = [p for p in search["sweep"] if p["fpir"] <= max_fpir and p["recall"] is not None]
     if not eligible:
@@ -138,7 +186,7 @@ def calibration_from_eval(result: dict[str, Any], pack: ModelPack, recognizer_sh
     chosen = max(eligible, key=lambda p: (p["recall"], -p["threshold"]))
     impostor = result["impostor"]
     return Calibration(
-        pack=pack.name,
+        pack=pack if isinstance(pack, str) else pack.name,
         recognizer_sha256=recognizer_sha256,
         threshold=float(chosen["threshold"]),
         fmr=[(float(p["threshold"]), float(p["fmr"])) for p in impostor["fmr"]],
@@ -155,4 +203,5 @@ def calibration_from_eval(result: dict[str, Any], pack: ModelPack, recognizer_sh
             "detection": result.get("detection"),
         },
         tail=tail_from_eval(impostor),
+        templates=TemplateCalibration.from_eval(result.get("templates")),
     )

@@ -11,6 +11,18 @@ from collections.abc import Callable
 # such a pack may be searched at (nothing says how many strangers a lower one would show).
 UNCALIBRATED_THRESHOLD = 0.40
 
+# The most selfies one search takes, and the most faces its template holds (selfies and the
+# person's confirmed photos together): template curves are measured up to this size.
+MAX_SELFIES = 5
+MAX_TEMPLATE_FACES = 5
+# A template searched on a pack without template curves: its one-photo curve is read this much
+# lower (an uncalibrated pack's fixed threshold is raised by it). On buffalo_s a template of 5
+# faces needs 0.05-0.08 more than one photo for the same strangers at 10^6-10^8 faces.
+TEMPLATE_STANDIN_SHIFT = 0.08
+# A pack without template calibration: every pair of one person's selfies must score above
+# this (on buffalo_s, different people's photos exceed it at a rate under 1e-4).
+UNCALIBRATED_SAME_PERSON = 0.30
+
 # The default threshold keeps the expected faces of strangers per search at or under this...
 TARGET_EXPECTED_STRANGERS = 0.1
 # ...and no search may run where more than this many are expected (no browsing).

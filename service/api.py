@@ -8,24 +8,33 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from faceaudit.errors import MultipleFaces, NoFaceFound
 from faceaudit.indexer.results import GUIDE_THRESHOLDS, search_response
 from faceaudit.indexer.search import FaceIndex, Match
+from faceaudit.models.thresholds import MAX_SELFIES, MAX_TEMPLATE_FACES
 from faceaudit.removals import FaceRemoved, linked_face_removed
 from faceaudit.service.catalog import IndexGroup, Published, ServedIndex
+from faceaudit.service.confirmations import open_confirmed
 from faceaudit.service.deps import Services, ServicesDep, check_rate_limit
 from faceaudit.service.errors import (
     ERROR_RESPONSES,
     NOT_READY,
     ErrorResponse,
-    InvalidParameter,
     ServiceBusy,
 )
 from faceaudit.service.schemas import Health, IndexEntry, Info, SearchResult
+from faceaudit.service.search_form import (
+    REPEATABLE,
+    SEARCH_BODY,
+    THRESHOLD_DOC,
+    TOP_DOC,
+    max_form_bytes,
+    search_form,
+)
+from faceaudit.service.searching import default_threshold as searching_default
 from faceaudit.service.thumbnails import (
     FACE_SIZE,
     ThumbnailNotFound,
@@ -37,94 +46,21 @@ from faceaudit.service.thumbnails import (
     render_thumbnail,
     token_slot,
 )
-from faceaudit.service.uploads import (
-    Part,
-    UploadRejected,
-    discard_rest,
-    file_field,
-    read_multipart,
-)
+from faceaudit.service.uploads import Form, UploadRejected, discard_rest, read_multipart
 
 router = APIRouter()
 
-SELFIE_FIELD = "selfie"
-FORM_OVERHEAD = 16 * 1024  # multipart boundaries, part headers and the small text fields
-
 _REMOVED_DOC = ("A removal request names the face this link shows: from the moment it was "
                 "recorded, the link shows nothing (removed).")
-_THRESHOLD_DOC = ("Similarity from which a face counts as the same person, in (0, 1]. One "
-                  "below the default threshold (GET /api/info) is raised to it.")
-_TOP_DOC = "At most this many photos (capped by the server's max_results)."
-_SEARCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [SELFIE_FIELD],
-                    "properties": {
-                        SELFIE_FIELD: {
-                            "type": "string",
-                            "format": "binary",
-                            "contentMediaType": "application/octet-stream",
-                            "description": "A photo of one face (JPEG, PNG, WebP, HEIC...). "
-                            "It is processed in memory and not stored.",
-                        },
-                        "threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
-                                      "description": _THRESHOLD_DOC},
-                        "top": {"type": "integer", "minimum": 1, "description": _TOP_DOC},
-                    },
-                }
-            }
-        },
-    }
-}
 
 
-class SearchOptions(BaseModel):
-    threshold: float = Field(gt=0, le=1)
-    top: int = Field(ge=1)
-    threshold_requested: float | None = None  # as asked, before raising it to the floor
-    min_threshold: float = 0.0
-
-
-def search_options(form: dict[str, Part], services: Services, threshold: float | None,
-                   top: int | None, group: IndexGroup) -> SearchOptions:
-    """Form fields over query parameters over the server's defaults, for a search of the
-    indexes of ``group``. No stranger at any threshold: one below their default threshold is
-    raised to it (the response says so: refusing instead would fail a page whose slider was set
-    before the index grew), and ``top`` is capped at max_results."""
-    settings = services.settings
-    values: dict[str, Any] = {"top": settings.max_results}
-    values.update({k: v for k, v in {"threshold": threshold, "top": top}.items() if v is not None})
-    values.update({k: form[k].text() for k in ("threshold", "top") if k in form})
-    requested = "threshold" in values
-    floor = default_threshold(services, group)
-    values.setdefault("threshold", floor)
-    try:
-        options = SearchOptions.model_validate(values)
-    except ValidationError as error:
-        raise InvalidParameter("; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
-        )) from None
-    options.threshold_requested = options.threshold if requested else None
-    options.min_threshold = floor
-    options.threshold = max(options.threshold, floor)
-    options.top = min(options.top, settings.max_results)
-    return options
-
-
-def default_threshold(services: Services, group: IndexGroup) -> float:
-    """The threshold a search of these indexes runs at, and the lowest any search over HTTP
-    may use: the model pack's operating threshold at their combined size, where at most
-    target_expected_strangers (0.1) faces of other people are expected per search however
-    many indexes it searches (see Calibration.operating_threshold); the operator's threshold
-    instead when it is higher."""
-    settings = services.settings
-    floor = services.engine.calibration.operating_threshold(
-        group.size, settings.target_expected_strangers)
-    return floor if settings.threshold is None else max(settings.threshold, floor)
+def default_threshold(services: Services, group: IndexGroup, selfies: int = 1,
+                      confirmed: int = 0) -> float:
+    """The threshold a search of these indexes with a template of ``selfies`` selfies and
+    ``confirmed`` confirmed faces runs at, and the lowest any search over HTTP may use (see
+    searching.default_threshold): that of one selfie by default."""
+    calibration = services.engine.calibration.for_template(selfies, confirmed)
+    return searching_default(calibration, group.size, services.settings)
 
 
 @router.get("/healthz", response_model=Health, responses=NOT_READY)
@@ -150,6 +86,8 @@ def info(services: ServicesDep) -> Info:
         threshold_guide=calibration.guide(group.size, GUIDE_THRESHOLDS),
         max_upload_bytes=services.settings.max_upload_bytes,
         max_results=services.settings.max_results,
+        max_selfies=MAX_SELFIES,
+        max_template_faces=MAX_TEMPLATE_FACES,
     )
 
 
@@ -157,22 +95,25 @@ def info(services: ServicesDep) -> Info:
     "/api/search",
     response_model=SearchResult,
     responses=ERROR_RESPONSES,
-    openapi_extra=_SEARCH_BODY,
+    openapi_extra=SEARCH_BODY,
     dependencies=[Depends(check_rate_limit)],
 )
 async def search(
     request: Request,
     response: Response,
     services: ServicesDep,
-    threshold: Annotated[float | None, Query(gt=0, le=1, description=_THRESHOLD_DOC)] = None,
-    top: Annotated[int | None, Query(ge=1, description=_TOP_DOC)] = None,
+    threshold: Annotated[float | None, Query(gt=0, le=1, description=THRESHOLD_DOC)] = None,
+    top: Annotated[int | None, Query(ge=1, description=TOP_DOC)] = None,
 ) -> dict[str, Any]:
-    """Every photo of the indexes served with a face like the one in the selfie, best first,
-    each naming its dataset.
+    """Every photo of the indexes served with a face like the person's, best first, each
+    naming its dataset: the person of 1 to 5 selfies (``selfie`` repeated), fused into one
+    template with the faces of the photos they confirmed (``confirmed``: match ids of their
+    previous answer), at the default threshold of that template.
 
-    The body is read and parsed in memory (see faceaudit.service.uploads): the selfie is never
-    written to disk nor logged. At most ``max_searches`` searches are taken at once; beyond
-    that the answer is 503 with Retry-After.
+    The body is read and parsed in memory (see faceaudit.service.uploads): the selfies, their
+    template and the confirmed faces are never written to disk nor logged. One request is one
+    search for the rate limits, however many selfies it sends. At most ``max_searches``
+    searches are taken at once; beyond that the answer is 503 with Retry-After.
     """
     try:
         with services.admission.admit():
@@ -185,29 +126,35 @@ async def search(
 async def _search(request: Request, response: Response, services: Services,
                   threshold: float | None, top: int | None) -> dict[str, Any]:
     settings = services.settings
-    form = await _read_form(request, settings.max_upload_bytes + FORM_OVERHEAD)
-    selfie = file_field(form, SELFIE_FIELD, settings.max_upload_bytes)
-    group = services.catalog.group()  # one version of each index for the whole request
-    options = search_options(form, services, threshold, top, group)
+    form = await _read_form(request, max_form_bytes(settings))
+    asked = search_form(form, services.settings, threshold, top)
     del form
+    group = services.catalog.group()  # one version of each index for the whole request
+    confirmed = await run_in_threadpool(open_confirmed, group, services.match_ids,
+                                        services.removals, asked.confirmed)
     try:
-        found = await services.search(group, selfie, options.threshold, options.top)
+        searched = await services.search(group, asked.selfies, asked.threshold, asked.top,
+                                         confirmed)
     except (NoFaceFound, MultipleFaces) as error:
-        await services.log_search(group, options.threshold, results=0,
+        floor = default_threshold(services, group, len(asked.selfies))
+        await services.log_search(group, max(asked.threshold or floor, floor), results=0,
                                   faces=getattr(error, "count", 0), outcome=error.code)
         raise
-    result = search_response(group, [f.match for f in found], options.threshold,
-                             services.engine.calibration, options.min_threshold,
-                             min_threshold=options.min_threshold,
-                             threshold_requested=options.threshold_requested)
+    found = searched.found
+    result = search_response(group, [f.match for f in found], searched.threshold,
+                             searched.calibration, searched.default,
+                             min_threshold=searched.default,
+                             threshold_requested=asked.threshold)
     result["indexes"] = group.summary()
+    result["template"] = searched.template()
     for out, item in zip(result["matches"], found, strict=True):
         published = group.published[item.slot]
         out["dataset"] = published.index.dataset
+        out["new"] = item.new
         out.update(_photo_fields(request, published.tokens, item.match))
         out["match_id"] = (services.match_ids.issue(published.index, item.match)
                            if services.match_ids is not None else None)
-    await services.log_search(group, options.threshold, faces=1,
+    await services.log_search(group, searched.threshold, faces=1,
                               results=len(result["matches"]))
     response.headers["Cache-Control"] = "no-store"
     return result
@@ -220,14 +167,15 @@ async def _discard_body(request: Request) -> None:
                            content_length=request.headers.get("content-length"))
 
 
-async def _read_form(request: Request, max_bytes: int) -> dict[str, Part]:
+async def _read_form(request: Request, max_bytes: int) -> Form:
     """The multipart form, in memory. A refused upload is read to its end (within a bound)
     before the refusal is sent, so that the client can read it (see uploads.discard_rest)."""
     body = request.stream()
     content_length = request.headers.get("content-length")
     try:
         return await read_multipart(body, content_type=request.headers.get("content-type"),
-                                    content_length=content_length, max_bytes=max_bytes)
+                                    content_length=content_length, max_bytes=max_bytes,
+                                    repeatable=REPEATABLE)
     except UploadRejected:
         with contextlib.suppress(ClientDisconnect):
             await discard_rest(body, content_length=content_length)

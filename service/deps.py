@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,7 @@ from faceaudit.models.engine import FaceEngine
 from faceaudit.models.packs import resolve_pack
 from faceaudit.removals import MatchIds, RemovalStore, check_state_dir, open_service_state
 from faceaudit.service.catalog import Catalog, IndexGroup, Published
+from faceaudit.service.confirmations import Confirmed
 from faceaudit.service.engines import (
     EnginePool,
     SearchAdmission,
@@ -25,7 +28,7 @@ from faceaudit.service.engines import (
 )
 from faceaudit.service.errors import ServiceNotReady
 from faceaudit.service.ratelimit import SearchRateLimit
-from faceaudit.service.searching import Found, embed_selfie, search_group
+from faceaudit.service.searching import TemplateSearch, embed_selfies, search_template
 from faceaudit.service.settings import ServiceSettings
 from faceaudit.service.thumbnails import ThumbnailTokens
 
@@ -66,15 +69,19 @@ class Services:
     def photos_root(self) -> Path:
         return self.catalog.served[0].photos_root(self.published)
 
-    async def search(self, group: IndexGroup, selfie: bytes, threshold: float,
-                     top: int) -> list[Found]:
-        """The selfie's matches in every index of ``group``, best first, at most ``top``,
-        without the faces that removal requests named. The engine is held only to detect and
-        embed; the vector searches and record lookups run without it, side by side."""
+    async def search(self, group: IndexGroup, selfies: Sequence[bytes], threshold: float | None,
+                     top: int, confirmed: Sequence[Confirmed] = ()) -> TemplateSearch:
+        """The matches of the template of ``selfies`` and ``confirmed`` faces in every index
+        of ``group``, best first, at most ``top``, without the faces that removal requests
+        named, at ``threshold`` (None: the template's default; never below it). The engine is
+        held only to detect and embed; the vector searches and record lookups run without it,
+        side by side."""
         async with self.engines.engine() as engine:
-            vector = await run_in_threadpool(embed_selfie, engine, selfie, self.settings)
-        return await anyio.to_thread.run_sync(search_group, group, vector, threshold, top,
-                                              self.removals, limiter=self.vector_searches)
+            vectors = await run_in_threadpool(embed_selfies, engine, selfies, self.settings)
+        return await anyio.to_thread.run_sync(
+            partial(search_template, group, vectors, confirmed, threshold, top,
+                    self.engine.calibration, self.settings, self.removals),
+            limiter=self.vector_searches)
 
     async def log_search(self, group: IndexGroup, threshold: float, *, faces: int,
                          results: int, outcome: str = "ok") -> None:

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faceaudit.errors import (
     DeviceUnavailable,
+    DifferentPeople,
     FaceAuditError,
     ImageTooLarge,
     IncompatibleIndex,
@@ -74,6 +75,7 @@ STATUS: dict[type[FaceAuditError], int] = {
     InvalidParameter: 422,
     NoFaceFound: 422,
     MultipleFaces: 422,
+    DifferentPeople: 422,
     RateLimited: 429,
     ModelFileError: 503,
     DeviceUnavailable: 503,
@@ -88,6 +90,7 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     count: int | None = None  # multiple_faces: how many faces were found
+    selfie: int | None = None  # the selfie it is about, of several (1 for the first)
 
 
 class ErrorResponse(BaseModel):
@@ -119,6 +122,8 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     headers = None
     if isinstance(error, MultipleFaces):
         extra["count"] = error.count
+    if error.selfie is not None:
+        extra["selfie"] = error.selfie
     if isinstance(error, (RateLimited, ServiceBusy)):
         headers = {"Retry-After": str(error.retry_after)}
     return error_response(status, error.code, error.message, headers=headers, **extra)
@@ -210,7 +215,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "Not an image, a corrupt image, an empty file or a malformed form.",
         413: "The upload is over the byte limit, or the image over the pixel limit.",
         415: "The body is not multipart/form-data.",
-        422: "No face, several faces, a missing selfie field or an invalid parameter.",
+        422: "No face, several faces, selfies of different people (different_people), more "
+             "than 5 selfies (too_many_selfies), a confirmed photo that cannot join "
+             "(confirmation_refused, invalid_match_id), a missing selfie field or an invalid "
+             "parameter.",
         429: "Too many searches from this address.",
         503: "The service is starting, or busy with as many searches as it takes at once: "
              "try again after Retry-After seconds.",

@@ -62,7 +62,9 @@ class IndexSummary(BaseModel):
         description="The threshold a search uses when it names none: the lowest at which at "
         "most 0.1 faces of other people are expected per search at this index's size (or fewer, "
         "as the operator sets), never below the model pack's calibrated one; the operator's "
-        "fixed threshold instead when it is higher.")
+        "fixed threshold instead when it is higher. It is that of the template searched (in "
+        "/api/info: of one selfie): a template of several selfies or confirmed faces scores "
+        "strangers higher, so its default is higher.")
     min_threshold: float = Field(
         description="The lowest threshold a search may use: over HTTP, the default threshold "
         "(a search never runs where more faces of other people are expected). A lower "
@@ -77,6 +79,10 @@ class Info(IndexSummary):
 
     max_upload_bytes: int = Field(description="The largest selfie accepted, in bytes.")
     max_results: int = Field(description="The most photos one search returns.")
+    max_selfies: int = Field(description="The most selfies one search takes.")
+    max_template_faces: int = Field(
+        description="The most faces a search's template holds: selfies and confirmed photos "
+        "together.")
 
 
 class Provenance(BaseModel):
@@ -127,12 +133,33 @@ class MatchOut(BaseModel):
         "pixels a side), valid for a limited time.")
     width: int | None = Field(description="Width of the upright photo, in pixels.")
     height: int | None = Field(description="Height of the upright photo, in pixels.")
+    new: bool = Field(
+        default=False, description="True for a photo that the selfies alone, searched at their "
+        "own default threshold (template.selfies_default_threshold), would not have returned: "
+        "found thanks to the confirmed photos. Always false in a search without confirmed "
+        "photos.")
+
+
+class TemplateOut(BaseModel):
+    """What the search searched with: the template of the selfies and confirmed faces."""
+
+    selfies: int = Field(description="Selfies fused into the template.")
+    confirmed: int = Field(description="Confirmed faces that joined it.")
+    confirmed_sent: int = Field(description="Confirmed faces sent (each face once).")
+    max_faces: int = Field(description="The most faces a template holds: when more were "
+                           "confirmed, those most like the selfies joined.")
+    selfies_default_threshold: float = Field(
+        description="The default threshold of the selfies alone: every confirmed face scored "
+        "at least this against them, and a match is new when the selfies alone would not "
+        "have returned it at this threshold.")
+    note: str | None = Field(description="Said when some confirmed faces did not join.")
 
 
 class SearchResult(IndexSummary):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     faces_in_selfie: int
+    template: TemplateOut
     threshold: float = Field(description="The similarity threshold this search used.")
     threshold_requested: float | None = Field(
         description="The threshold the search asked for; null when it named none.")

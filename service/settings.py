@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
     threads: int | None = Field(default=None, ge=1)
     # Searches admitted at once, running or waiting for an engine replica; beyond it a search
     # is refused with 503 and Retry-After. Each waiting search holds its upload in memory (at
-    # most max_upload_bytes), so this bounds the memory searches take.
+    # most 5 selfies of max_upload_bytes each), so this bounds the memory searches take.
     max_searches: int = Field(default=64, ge=1)
     # Selfies are decoded with their longer side reduced to this: the detector works at 1024 px
     # anyway, and it bounds the memory a 40-megapixel upload takes while it is embedded.

@@ -23,7 +23,7 @@ service without swap, or with encrypted swap, where that matters.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,7 +35,9 @@ from faceaudit.errors import FaceAuditError
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
-MAX_PARTS = 8  # a selfie and a couple of small fields; no form of ours sends more
+# Up to 5 selfies, the match ids the person confirmed (at most a search's photos, 200 by
+# default) and a couple of small fields; no form of ours sends more.
+MAX_PARTS = 256
 MAX_HEADER_BYTES = 4096
 # A refused body is still read, up to this much, so that the client can read the refusal
 # (see discard_rest).
@@ -102,11 +104,31 @@ def too_large(limit: int) -> UploadTooLarge:
     )
 
 
+class Form(dict[str, Part]):
+    """A parsed form: the part of each field name, and ``every`` part of a field that may be
+    repeated (``read_multipart``'s ``repeatable``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repeated: dict[str, list[Part]] = {}
+
+    def add(self, part: Part, repeatable: Collection[str]) -> None:
+        if part.name in self and part.name not in repeatable:
+            raise MalformedUpload(f"The form field {part.name!r} was sent more than once.")
+        self.setdefault(part.name, part)
+        self.repeated.setdefault(part.name, []).append(part)
+
+    def every(self, name: str) -> list[Part]:
+        """Every part named ``name``, in the order sent (empty when none)."""
+        return list(self.repeated.get(name, []))
+
+
 class _Collector:
     """MultipartParser callbacks that gather each part's headers and bytes."""
 
-    def __init__(self) -> None:
-        self.parts: dict[str, Part] = {}
+    def __init__(self, repeatable: Collection[str] = ()) -> None:
+        self.parts = Form()
+        self.repeatable = repeatable
         self.count = 0
         self.finished = False
         self._headers: dict[str, bytes] = {}
@@ -150,16 +172,14 @@ class _Collector:
         if disposition != b"form-data" or name is None:
             raise MalformedUpload("A part of the form has no form-data field name.")
         field = name.decode("utf-8", errors="replace")
-        if field in self.parts:
-            raise MalformedUpload(f"The form field {field!r} was sent more than once.")
         filename = params.get(b"filename")
         content_type = self._headers.get("content-type")
-        self.parts[field] = Part(
+        self.parts.add(Part(
             name=field,
             filename=None if filename is None else filename.decode("utf-8", errors="replace"),
             content_type=None if content_type is None else content_type.decode("latin-1"),
             data=bytes(self._data),
-        )
+        ), self.repeatable)
         self._data = bytearray()
 
     def on_end(self) -> None:
@@ -186,12 +206,14 @@ async def read_multipart(
     content_type: str | None,
     content_length: str | None,
     max_bytes: int,
-) -> dict[str, Part]:
+    repeatable: Collection[str] = (),
+) -> Form:
     """Read and parse a multipart/form-data body in memory, by field name.
 
     ``chunks`` is the raw body (``request.stream()``); ``content_type``/``content_length`` are
     the request's headers. More than ``max_bytes`` of body raises UploadTooLarge: at once when
-    Content-Length declares it, else as soon as that many bytes have arrived.
+    Content-Length declares it, else as soon as that many bytes have arrived. A field sent
+    more than once is refused (MalformedUpload) unless ``repeatable`` names it.
     """
     boundary = multipart_boundary(content_type)
     if content_length is not None:
@@ -201,7 +223,7 @@ async def read_multipart(
             raise MalformedUpload("The Content-Length header is not a number.") from None
         if declared > max_bytes:
             raise too_large(max_bytes)
-    collector = _Collector()
+    collector = _Collector(repeatable)
     parser = MultipartParser(boundary, collector.callbacks(), max_header_size=MAX_HEADER_BYTES)
     parser.logger = _parser_log
     received = 0
@@ -252,6 +274,11 @@ def file_field(form: dict[str, Part], name: str, max_bytes: int) -> bytes:
     part = form.get(name)
     if part is None:
         raise MissingField(f"No photo was sent: the form needs a file field named {name!r}.")
+    return file_bytes(part, max_bytes)
+
+
+def file_bytes(part: Part, max_bytes: int) -> bytes:
+    """The bytes of a file part: EmptyUpload, UploadTooLarge."""
     if not part.data:
         raise EmptyUpload("The photo sent is empty (0 bytes): choose the photo again.")
     if len(part.data) > max_bytes:

@@ -69,3 +69,45 @@ def default_threshold(calibration: dict[str, Any], faces: int, bound: float = 0.
 def rounded(value: float) -> float:
     """As results give expected strangers: three significant digits."""
     return float(f"{value:.3g}")
+
+
+# --- templates: the file's "templates" section ---------------------------------------------
+# A template of n faces (selfies, plus confirmed faces when any) reads the highest rate of the
+# one-photo curve and every selfies-only curve of 1 to n faces, and with confirmed faces every
+# confirmed curve of 2 to n faces too. Each curve reads as the one-photo curve does (``rate``).
+
+
+def template_curves(calibration: dict[str, Any], selfies: int, confirmed: int = 0
+                    ) -> list[dict[str, Any]]:
+    faces = selfies + confirmed
+    curves = [calibration]
+    if faces == 1:
+        return curves
+    kinds = {"selfies"} | ({"confirmed"} if confirmed else set())
+    wanted = {(kind, n) for kind in kinds for n in range(1, faces + 1)}
+    section = calibration["templates"]["tails"]
+    chosen = [c for c in section if (c["kind"], c["faces"]) in wanted]
+    assert len(chosen) == len(wanted) - ("confirmed" in kinds), "a curve is missing"
+    return curves + chosen
+
+
+def template_rate(calibration: dict[str, Any], t: float, selfies: int, confirmed: int = 0
+                  ) -> float:
+    return max(rate(curve, t) for curve in template_curves(calibration, selfies, confirmed))
+
+
+def template_lowest(calibration: dict[str, Any], faces: int, bound: float, selfies: int,
+                    confirmed: int = 0) -> float:
+    """``lowest`` for a template: a plain scan of the grid."""
+    first = float(calibration["fmr"][0][0])
+    for t in GRID:
+        if t >= first - 1e-9 and faces * template_rate(calibration, float(t), selfies,
+                                                       confirmed) <= bound:
+            return float(t)
+    return 1.0
+
+
+def template_default(calibration: dict[str, Any], faces: int, selfies: int, confirmed: int = 0,
+                     bound: float = 0.1) -> float:
+    return max(float(calibration["threshold"]),
+               template_lowest(calibration, faces, bound, selfies, confirmed))

@@ -109,17 +109,17 @@ def _install_test_hooks() -> None:
     import numpy as np
     import uvicorn
 
-    import faceaudit.service.deps as deps
+    import faceaudit.service.searching as searching
     from faceaudit.models.engine import align_face
 
-    embed_selfie = deps.embed_selfie
+    embed_selfie = searching.embed_selfie
 
     def faulty_embed_selfie(engine: Any, selfie: bytes, settings: Any) -> Any:
         if FAULT_TRIGGER in selfie:
             align_face(np.zeros((8, 8, 3), np.uint8), np.array(FAULT_LANDMARKS, np.float32))
         return embed_selfie(engine, selfie, settings)
 
-    deps.embed_selfie = faulty_embed_selfie  # type: ignore[assignment]
+    searching.embed_selfie = faulty_embed_selfie  # type: ignore[assignment]
     run = uvicorn.run
 
     def reporting_run(*args: Any, **kwargs: Any) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from faceaudit.imaging import decode_image
 from faceaudit.models.engine import FaceEngine
@@ -203,8 +203,11 @@ def test_the_subjects_journey_in_a_real_browser(
             shots.take("phone")
             page.set_viewport_size({"width": 1280, "height": 900})
 
-            # 2. A selfie: the photos found, each with its provenance and what it means.
-            result = _search(page, lambda: page.set_input_files("#camera", str(selfie)))
+            # 2. A selfie: nothing is sent until Search; then the photos found, each with its
+            # provenance and what it means.
+            page.set_input_files("#camera", str(selfie))
+            assert page.get_attribute("#selfies .chip img", "src").startswith("blob:")
+            result = _search(page, lambda: page.click("#again"))
             matches = result["matches"]
             found = photos_of(matches, built_index)  # the results name no path: keys only
             assert set(found) == {
@@ -337,3 +340,91 @@ def test_the_subjects_journey_in_a_real_browser(
         print(f"\nbrowser journey: {time.monotonic() - started:.1f} s; screenshots:")
         for path in shots.paths:
             print(f"  {path}")
+
+
+@pytest.fixture
+def operated_url(built_index: Path, engine: FaceEngine, tmp_path: Path) -> Iterator[str]:
+    """A service whose operator raised the threshold to 0.5: blurred selfies of Yao Ming then
+    miss one of his photos, which the photos he confirms find."""
+    settings = ServiceSettings(index=built_index, device="cpu", rate_limit=None,
+                               daily_limit=None, state_dir=tmp_path / "state", threshold=0.5)
+    with serve(create_app(settings, engine=engine)) as base:
+        yield base
+
+
+def _blurred(portrait: Image.Image, folder: Path) -> list[Path]:
+    """Two blurred selfies of one person (the second cropped): (a blurred photo of a person
+    scores lower against their other photos)."""
+    w, h = portrait.size
+    crop = portrait.crop((w // 10, h // 10, w - w // 10, h - h // 20))
+    paths = [folder / "blurred.jpg", folder / "blurred-crop.jpg"]
+    for image, path in zip((portrait, crop), paths, strict=True):
+        image.filter(ImageFilter.GaussianBlur(4)).save(path, quality=90)
+    return paths
+
+
+def test_several_selfies_and_confirmed_photos_in_a_real_browser(
+        playwright_api: Any, operated_url: str, collection: tuple[Path, Path],
+        built_index: Path, tmp_path: Path) -> None:
+    photos, given = collection
+    first, second = _blurred(Image.open(given / "yaoming.jpg").convert("RGB"), tmp_path)
+    sent: list[str] = []  # the searches the page made (their multipart bodies of Blobs are
+    # not readable here: what they held is what the server answers it counted)
+    problems: list[str] = []
+    with playwright_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("request", lambda r: sent.append(r.url)
+                    if r.url.endswith("/api/search") else None)
+            shots = Shots(page, ARTIFACTS.parent / "browser-templates")
+            page.goto(f"{operated_url}/")
+            _until(page, "document.getElementById('threshold-guide').textContent")
+
+            # 1. One blurred selfie: three of Yao's four photos.
+            page.set_input_files("#file", str(first))
+            one = _search(page, lambda: page.click("#again"))
+            assert one["template"]["selfies"] == 1
+            assert "team/players.jpg" not in photos_of(one["matches"], built_index)
+
+            # 2. A second selfie and a third that is removed again: chips, nothing sent.
+            page.set_input_files("#file", [str(second), str(given / "tom_hanks.png")])
+            assert page.locator("#selfies .chip").count() == 3 and len(sent) == 1
+            page.click("#selfies .chip:last-child .remove")
+            chips = page.eval_on_selector_all("#selfies .chip img", "i => i.map(x => x.src)")
+            assert len(chips) == 2 and all(src.startswith("blob:") for src in chips)
+            shots.take("two-selfies")
+            two = _search(page, lambda: page.click("#again"))
+            assert two["template"] == {**two["template"], "selfies": 2, "confirmed": 0}
+            assert len(sent) == 2
+            assert "with 2 selfies," in page.text_content("#status")
+
+            # 3. "This is me" on one photo only, and search again with it: the photo his
+            # selfies missed is found, and marked new.
+            found = photos_of(two["matches"], built_index)
+            mine = found.index("portraits/yao_flipped.jpg")
+            for number, box in enumerate(page.query_selector_all("#grid .card .pick input")):
+                if number != mine:
+                    box.uncheck()
+            assert page.text_content("#selection").startswith("1 of ")
+            again = _search(page, lambda: page.click("#confirm-search"))
+            assert again["template"] == {**again["template"], "selfies": 2, "confirmed": 1,
+                                         "confirmed_sent": 1}
+            assert "with 2 selfies and 1 photo you confirmed" in page.text_content("#status")
+            new = {path for path, m in zip(photos_of(again["matches"], built_index),
+                                           again["matches"], strict=True) if m["new"]}
+            assert new == {"team/players.jpg"}
+            _all_images_loaded(page)
+            marked = page.eval_on_selector_all(
+                "#grid .card.new code", "codes => codes.map(c => c.title)")
+            assert marked == [m["image_key"] for m in again["matches"] if m["new"]]
+            assert page.locator("#grid .card.new .badge").count() == 1
+            shots.take("confirmed")
+        finally:
+            context.close()
+    assert not problems, f"the page logged errors: {problems}"

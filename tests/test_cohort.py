@@ -9,13 +9,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
 from faceaudit.cli import app as cli
 from faceaudit.indexer.build import build_index
 from faceaudit.models.engine import FaceEngine
-from faceaudit.models.thresholds import MAX_RESULTS, MEANING
-from tests.expected_strangers import lowest, shipped, strangers
+from faceaudit.models.thresholds import MAX_RESULTS, MAX_SELFIES, MEANING
+from tests.expected_strangers import (
+    lowest,
+    shipped,
+    strangers,
+    template_default,
+    template_lowest,
+)
 
 runner = CliRunner()
 YAO_PHOTOS = {"team/players.jpg", "street/group_with_yao_behind.jpg",
@@ -189,3 +196,58 @@ def test_cohort_caps_a_participants_photos_over_all_indexes(
     summary = next(row for row in _read(capped.with_name("capped.summary.csv"))
                    if row["participant"] == "yao")  # the first: the second is a duplicate
     assert summary["photos_found"] == "3" and summary["capped_in"] == "faceaudit-demo;other"
+
+
+def test_a_participant_may_be_a_folder_of_selfies(built_index: Path,
+                                                 collection: tuple[Path, Path],
+                                                 tmp_path: Path) -> None:
+    photos, given = collection
+    portrait = Image.open(given / "yaoming.jpg").convert("RGB")
+    w, h = portrait.size
+    folder = tmp_path / "selfies"
+    yao = folder / "yao"  # three selfies of one person: one template
+    yao.mkdir(parents=True)
+    portrait.save(yao / "a.jpg")
+    portrait.crop((w // 10, h // 10, w - w // 10, h - h // 20)).save(yao / "b.jpg")
+    ImageEnhance.Brightness(portrait).enhance(0.7).save(yao / "c.png")
+    (yao / "notes.txt").write_text("not a selfie")
+    mixed = folder / "mixed"  # two people
+    mixed.mkdir()
+    portrait.save(mixed / "1.jpg")
+    shutil.copy(given / "tom_hanks.png", mixed / "2.png")
+    (folder / "empty").mkdir()
+    many = folder / "many"
+    many.mkdir()
+    for n in range(MAX_SELFIES + 1):
+        portrait.save(many / f"{n}.jpg")
+    shutil.copy(given / "tom_hanks.png", folder / "hanks.png")  # a file: one selfie
+    out = tmp_path / "results.csv"
+    result = runner.invoke(cli, ["cohort", str(folder), "--index", str(built_index), "--out",
+                                 str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = {row["participant"]: row for row in _read(out.with_name("results.summary.csv"))}
+    assert sorted(summary) == ["empty", "hanks", "many", "mixed", "yao"]
+    assert (summary["yao"]["status"], summary["yao"]["selfies"]) == ("ok", "3")
+    assert summary["yao"]["photos_found"] == "4"
+    assert {row["image"] for row in _read(out) if row["participant"] == "yao"} == YAO_PHOTOS
+    assert summary["hanks"]["selfies"] == "1" and summary["hanks"]["status"] == "ok"
+    assert summary["mixed"]["status"] == "different_people"
+    assert summary["mixed"]["reason"].startswith("Selfie 2 ")
+    assert summary["empty"]["status"] == "no_selfie"
+    assert summary["many"]["status"] == "too_many_selfies"
+    assert f"at most {MAX_SELFIES}" in summary["many"]["reason"]
+    # Each participant at their own template's default, recomputed from the calibration file.
+    calibration, faces = shipped(), _faces(built_index)
+    for name, k in (("yao", 3), ("hanks", 1)):
+        assert float(summary[name]["threshold"]) == template_default(calibration, faces, k)
+    # A threshold under the floor of a 3-selfie template, not of one selfie's: refused for
+    # the folder of three only.
+    below = template_lowest(calibration, faces, 1.0, 3) - 0.001
+    assert below >= lowest(calibration, faces, 1.0)
+    low = runner.invoke(cli, ["cohort", str(folder), "--index", str(built_index), "--out",
+                              str(out), "--threshold", f"{below:.3f}", "--device", "cpu"])
+    assert low.exit_code == 0, low.output
+    summary = {row["participant"]: row for row in _read(out.with_name("results.summary.csv"))}
+    assert summary["yao"]["status"] == "search_refused"
+    assert "below this index's floor" in summary["yao"]["reason"]
+    assert summary["hanks"]["status"] == "ok"

@@ -243,3 +243,10 @@ def test_eval_command_prints_json_and_writes_a_calibration(tmp_path: Path) -> No
     assert calibration.pack == "buffalo_s" and calibration.calibrated
     assert calibration.measured["fpir"] <= 0.01
     assert calibration.impostor_comparisons == 11
+    templates = report["templates"]  # 7 photos: recall measured, too few pairs for a curve
+    assert set(templates) == {"fitted", "same_person", "tails", "recall", "thresholds_from",
+                              "not_fitted"}
+    assert templates["tails"] == [] and len(templates["not_fitted"]) == 9
+    assert {(r["faces"], r["selfies"]) for r in templates["recall"]} >= {
+        (10**4, 1), (10**6, 1), (10**8, 1)}
+    assert calibration.templates is None  # nothing fitted: templates read the stand-in

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
 from faceaudit.cli import app
@@ -103,6 +103,34 @@ def test_cli_search_text_and_errors(built_index: Path, collection: tuple[Path, P
     result = runner.invoke(app, ["search", str(group), "--index", str(built_index),
                                  "--device", "cuda"])
     assert result.exit_code == 2  # no CUDA here: an error, never a silent CPU fallback
+
+
+def test_cli_search_with_several_selfies(built_index: Path, collection: tuple[Path, Path],
+                                        tmp_path: Path) -> None:
+    portrait = Image.open(collection[1] / "yaoming.jpg").convert("RGB")
+    w, h = portrait.size
+    crop, dark = tmp_path / "crop.jpg", tmp_path / "dark.jpg"
+    portrait.crop((w // 10, h // 10, w - w // 10, h - h // 20)).save(crop)
+    ImageEnhance.Brightness(portrait).enhance(0.7).save(dark)
+    selfies = [str(collection[1] / "yaoming.jpg"), str(crop), str(dark)]
+    result = runner.invoke(app, ["search", *selfies, "--index", str(built_index), "--json",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    response = json.loads(result.stdout)
+    assert {m["image"] for m in response["matches"]} == YAO_PHOTOS
+    assert response["template"] == {"selfies": 3, "confirmed": 0}
+    text = runner.invoke(app, ["search", *selfies[:2], "--index", str(built_index)])
+    assert text.exit_code == 0 and text.stdout.startswith("2 selfies of one person")
+    hanks = str(collection[1] / "tom_hanks.png")
+    refused = runner.invoke(app, ["search", selfies[0], hanks, "--index", str(built_index)])
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("error: Selfie 2 does not look like the same person")
+    sky = str(collection[0] / "street" / "sky.png")
+    no_face = runner.invoke(app, ["search", selfies[0], sky, "--index", str(built_index)])
+    assert no_face.exit_code == 2 and no_face.stderr.startswith("error: Selfie 2: No face")
+    many = runner.invoke(app, ["search", *selfies * 2, "--index", str(built_index)])
+    assert many.exit_code == 2 and "at most 5" in many.stderr
+    assert len(many.stderr.strip().splitlines()) == 1
 
 
 def test_cli_index_prints_a_summary(collection: tuple[Path, Path], tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ from faceaudit.service.thumbnails import (
     render_face,
 )
 from faceaudit.service.uploads import (
+    MAX_PARTS,
     EmptyUpload,
     MalformedUpload,
     MissingField,
@@ -215,13 +216,21 @@ def test_read_multipart_refuses_repeated_and_too_many_fields() -> None:
     one = b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n'
     repeated = one * 2 + b"--x--\r\n"
     many = b"".join(
-        b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\n1\r\n' % i for i in range(20)
+        b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\n1\r\n' % i
+        for i in range(MAX_PARTS + 1)
     ) + b"--x--\r\n"
     for body in (repeated, many):
         with pytest.raises(MalformedUpload):
             anyio.run(lambda body=body: read_multipart(
                 chunked(body, 64), content_type="multipart/form-data; boundary=x",
-                content_length=None, max_bytes=10_000))
+                content_length=None, max_bytes=100_000))
+    # A field the caller names as repeatable: every part, in order.
+    form = anyio.run(lambda: read_multipart(
+        chunked(one.replace(b"1", b"2") + repeated, 64),
+        content_type="multipart/form-data; boundary=x", content_length=None,
+        max_bytes=100_000, repeatable=("a",)))
+    assert [part.text() for part in form.every("a")] == ["2", "1", "1"]
+    assert form["a"].text() == "2" and form.every("b") == []
 
 
 def test_file_field_errors() -> None:
@@ -322,6 +331,7 @@ def test_info(client: TestClient, built_index: Path, settings: ServiceSettings,
         "min_threshold": default,  # no search over HTTP runs below the default
         "threshold_guide": guide_of(curve, index.size),
         "max_upload_bytes": settings.max_upload_bytes, "max_results": settings.max_results,
+        "max_selfies": 5, "max_template_faces": 5,
         "indexes": [{"dataset": "faceaudit-demo", "index_size": index.size,
                      "index_images": len(index.images)}],
     }
@@ -371,7 +381,7 @@ def test_openapi_documents_the_multipart_selfie(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"]["/api/search"]["post"]
     schema = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert schema["required"] == ["selfie"]
-    assert schema["properties"]["selfie"]["format"] == "binary"
+    assert schema["properties"]["selfie"]["items"]["format"] == "binary"  # repeated: 1 to 5
     assert {"413", "422"} <= set(operation["responses"])
     assert client.get("/docs").status_code == 200
 
@@ -644,6 +654,20 @@ def test_a_large_selfie_is_never_written_to_disk(client: TestClient, yao: bytes,
     large = yao + bytes(1_500_000)
     response = search(client, large)
     assert response.status_code == 200
+    assert set(found(client, response.json())) == YAO_PHOTOS
+    assert disk_writes == []
+
+
+def test_several_selfies_and_a_confirmed_photo_are_never_written_to_disk(
+        client: TestClient, yao: bytes, disk_writes: list[str]) -> None:
+    first = search(client, yao).json()["matches"][0]["match_id"]
+    large = [yao + bytes(1_500_000), jpeg(Image.open(io.BytesIO(yao)).convert("L")), yao]
+    response = client.post("/api/search", files=[("selfie", ("s.jpg", data, "image/jpeg"))
+                                                 for data in large],
+                           data={"confirmed": first})
+    assert response.status_code == 200, response.text
+    assert response.json()["template"] == {**response.json()["template"], "selfies": 3,
+                                           "confirmed": 1}
     assert set(found(client, response.json())) == YAO_PHOTOS
     assert disk_writes == []
 

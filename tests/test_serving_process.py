@@ -56,11 +56,20 @@ def test_what_an_upload_holds_is_never_printed(served: Served, yao: bytes) -> No
         refused = http.post("/api/search", content=malformed,
                             headers={"content-type": "multipart/form-data; boundary=x"})
         assert refused.json()["error"]["code"] == "malformed_upload"
+        # Several selfies and a confirmed photo: nothing of them, nor the confirmed set.
+        confirmed = found.json()["matches"][0]["match_id"]
+        template = http.post("/api/search", files=[
+            ("selfie", (name, yao + marker * 10, "image/jpeg")),
+            ("selfie", ("second-" + name, yao + marker * 20, "image/jpeg"))],
+            data={"confirmed": confirmed})
+        assert template.status_code == 200, template.text
+        assert template.json()["template"]["confirmed"] == 1
         assert http.get("/healthz").status_code == 200  # the last answer is out: all printed
     printed = served.output()
     assert "DEBUG" in printed  # everything was printed, down to DEBUG
     assert marker.decode() not in printed
     assert name not in printed
+    assert confirmed not in printed
     for message in quoted:
         assert message not in printed
 

@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli import evaluate, index, packs, removals, report, research, search, serve
+from faceaudit.cli import (
+    evaluate,
+    index,
+    packs,
+    removals,
+    report,
+    research,
+    search,
+    serve,
+    thresholds,
+)
 from faceaudit.cli.help import MARKUP_MODE, HelpGroup
 
 __all__ = ["app"]
@@ -38,6 +48,7 @@ app.command("serve")(serve.serve)
 app.command("models")(packs.list_models)
 app.command("demo")(serve.demo)
 app.command("eval")(evaluate.eval_command)
+app.command("thresholds")(thresholds.thresholds)
 app.add_typer(removals.group, name="removals")
 # cluster and cohort join as a group without a name: Typer lists groups after commands, so
 # `faceaudit --help` keeps its order.

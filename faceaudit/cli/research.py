@@ -18,7 +18,7 @@ from faceaudit.cli.common import (
     progress_bar,
 )
 from faceaudit.errors import FaceAuditError
-from faceaudit.models.thresholds import MAX_RESULTS
+from faceaudit.models.thresholds import MAX_RESULTS, MAX_SELFIES
 from faceaudit.words import counted
 
 LARGEST_SHOWN = 10
@@ -82,16 +82,19 @@ def cluster(
 
 def cohort(
     selfies_dir: Annotated[Path, typer.Argument(
-        metavar="SELFIES_DIR", help="One selfie per consenting participant, named by "
-        "participant id (p017.jpg is participant p017).")],
+        metavar="SELFIES_DIR", help="Per consenting participant, one selfie named by their "
+        "id (p017.jpg is participant p017), or a folder named by their id holding up to "
+        f"{MAX_SELFIES} selfies of them, searched as one template (p017/a.jpg, "
+        "p017/b.jpg).")],
     index_dirs: Annotated[list[Path], typer.Option(
         "--index", help="Index folder (repeat for several datasets).")],
     out: Annotated[Path, typer.Option(
         "--out", help="CSV of the photos found, one row per participant and photo; the "
         "per-participant summary goes beside it (results.summary.csv).")],
     threshold: Annotated[float | None, typer.Option(
-        help="Similarity threshold (default: the one for the indexes' combined size, as the "
-        "service uses). One below the floor for that size is refused.")] = None,
+        help="Similarity threshold (default: the one for the indexes' combined size and the "
+        "participant's number of selfies, as the service uses). One below the floor for that "
+        "size is refused.")] = None,
     top: Annotated[int | None, typer.Option(
         help=f"At most this many photos per participant, all indexes together (at most "
         f"{MAX_RESULTS}, the default).")] = None,
@@ -109,8 +112,9 @@ def cohort(
     as_json: Annotated[bool, typer.Option("--json", help="Print the totals as JSON.")
                        ] = False,
 ) -> None:
-    """Search every participant's selfie in every index, under the service's limits, and
-    write what was found. Nothing of the selfies is kept but these results."""
+    """Search every participant's selfie (or the template of their selfies) in every index,
+    under the service's limits, and write what was found. Nothing of the selfies is kept but
+    these results."""
     from faceaudit.removals import resolve_state_dir
     from faceaudit.research.cohort import (
         cohort_selfies,
@@ -139,7 +143,8 @@ def cohort(
     for target in indexes:
         typer.echo(f"{target.index.dataset}: {target.index.size} faces")
     typer.echo(f"threshold {indexes[0].threshold} for {sum(t.index.size for t in indexes)} "
-               f"faces in all, at most {indexes[0].top or 'all'} photos per participant")
+               f"faces in all (one selfie; several are searched at their template's, given "
+               f"per row), at most {indexes[0].top or 'all'} photos per participant")
     errors = ", ".join(f"{count} {status}" for status, count in sorted(totals["errors"].items()))
     typer.echo(
         f"{counted(totals['participants'], 'participant')}: {totals['searched']} searched"

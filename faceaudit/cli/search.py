@@ -1,4 +1,5 @@
-"""`faceaudit search`: the photos of an index in which the person of one selfie appears."""
+"""`faceaudit search`: the photos of an index in which the person of one selfie (or of the
+template of several selfies of one person) appears."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import typer
 
 from faceaudit.cli.common import STATE_DIR_HELP, DeviceOption, ModelsOption, fail, make_engine
 from faceaudit.errors import FaceAuditError
-from faceaudit.models.thresholds import MAX_EXPECTED_STRANGERS, MAX_RESULTS
+from faceaudit.models.thresholds import MAX_EXPECTED_STRANGERS, MAX_RESULTS, MAX_SELFIES
 
 
 def search(
-    selfie: Annotated[Path, typer.Argument(help="A photo of one person's face.")],
+    selfies: Annotated[list[Path], typer.Argument(
+        metavar="SELFIE",
+        help=f"1 to {MAX_SELFIES} photos of one person's face, fused into one template.")],
     index_dir: Annotated[Path, typer.Option("--index", help="Index folder.")],
     threshold: Annotated[float | None, typer.Option(
         help="Similarity threshold (default: the lowest at which 0.1 faces of other people "
-        "are expected per search at this index's size). One at which more than 1 is expected "
-        "is refused.")] = None,
+        "are expected per search at this index's size, with a template of that many "
+        "selfies). One at which more than 1 is expected is refused.")] = None,
     top: Annotated[int | None, typer.Option(
         help=f"Show at most this many photos (at most {MAX_RESULTS}, the default).")] = None,
     allow_low_threshold: Annotated[bool, typer.Option(
@@ -35,29 +38,34 @@ def search(
         help=f"The service's state folder: leave out the faces removal requests named "
         f"({STATE_DIR_HELP}).")] = None,
 ) -> None:
-    """List the indexed photos in which the person of SELFIE appears, best first."""
+    """List the indexed photos in which the person of the SELFIE (or of several selfies of
+    one person, searched as one template) appears, best first."""
     from faceaudit.imaging import decode_image
     from faceaudit.indexer.results import check_search, search_response
-    from faceaudit.indexer.search import FaceIndex, search_selfie
+    from faceaudit.indexer.search import FaceIndex, check_selfie_count, search_selfie
     from faceaudit.removals import resolve_state_dir, suppressed_faces, visible, widen
 
     try:
+        check_selfie_count(len(selfies))
         face_index = FaceIndex(index_dir)
         engine = make_engine(models, device)
-        default = engine.calibration.operating_threshold(face_index.size)
+        calibration = engine.calibration.for_template(len(selfies))
+        default = calibration.operating_threshold(face_index.size)
         requested, threshold = threshold, default if threshold is None else threshold
         top = MAX_RESULTS if top is None and not allow_low_threshold else top
-        check_search(engine.calibration, face_index.size, threshold, top,
+        check_search(calibration, face_index.size, threshold, top,
                      max_expected=MAX_EXPECTED_STRANGERS, max_results=MAX_RESULTS,
                      allow_low_threshold=allow_low_threshold)
-        image = decode_image(selfie)
+        images = [decode_image(selfie, name=_name(selfie, n, len(selfies)))
+                  for n, selfie in enumerate(selfies, start=1)]
         hidden = suppressed_faces(resolve_state_dir(state_dir), face_index.dataset)
-        matches = visible(search_selfie(engine, face_index, image, threshold=threshold,
+        matches = visible(search_selfie(engine, face_index, images, threshold=threshold,
                                         top=widen(top, hidden)), hidden, top)
     except FaceAuditError as error:
         raise fail(error) from error
-    response = search_response(face_index, matches, threshold, engine.calibration, default,
+    response = search_response(face_index, matches, threshold, calibration, default,
                                threshold_requested=requested, operator=True)
+    response["template"] = {"selfies": len(selfies), "confirmed": 0}
     if as_json:
         typer.echo(json.dumps(response))
         return
@@ -65,7 +73,9 @@ def search(
     meaning = ("uncalibrated model pack: no false-match estimate" if expected is None else
                f"about {expected:.2g} faces of other people are expected above it in an index "
                "of this size")
-    typer.echo(f"threshold {threshold} ({meaning}); {face_index.size} faces in "
+    template = f"{len(selfies)} selfies of one person as one template; " if len(selfies) > 1 \
+        else ""
+    typer.echo(f"{template}threshold {threshold} ({meaning}); {face_index.size} faces in "
                f"{len(face_index.images)} photos, model pack {face_index.model_pack}")
     if not matches:
         typer.echo("No photo in the index matches.")
@@ -75,6 +85,11 @@ def search(
         typer.echo(f"{match['score']:.3f}  {match['strength']:<8}  {match['image']}  [{box}]"
                    f"  {match['meaning']}")
         typer.echo("        " + describe_provenance(match["provenance"]))
+
+
+def _name(selfie: Path, number: int, count: int) -> str:
+    """How an error about this selfie names it."""
+    return f"Selfie {number} ({selfie})" if count > 1 else str(selfie)
 
 
 def describe_provenance(provenance: dict[str, str | None]) -> str:

@@ -1,11 +1,15 @@
-"""Batch search for a consenting cohort: one selfie per participant, searched in one or more
-indexes under the same limits as the service, results as rows for a researcher.
+"""Batch search for a consenting cohort: per participant one selfie (an image file named by the
+participant id) or up to MAX_SELFIES selfies of them (a folder named by the participant id),
+searched in one or more indexes under the same limits as the service, results as rows for a
+researcher.
 
-Each selfie is decoded, its one face found and embedded in memory, searched in every index
-and dropped: nothing about it is written but the result rows (no embedding, no crop). The
+Each selfie is decoded, its one face found and embedded in memory, a participant's several
+selfies checked to show one person and fused into one template, searched in every index and
+dropped: nothing about them is written but the result rows (no embedding, no crop). The
 limits are those of the HTTP API, which searches several indexes as one: the default
 threshold and the floor follow the indexes' combined size (so searching more datasets does
-not loosen the bound on strangers per participant), a requested threshold below that floor is
+not loosen the bound on strangers per participant) and the template searched (a template of
+several selfies has its own, higher, default), a requested threshold below that floor is
 refused (unless ``allow_low_threshold``, researchers only), at most ``MAX_RESULTS`` photos per
 participant in all the indexes together, best first, and the faces whose removal was requested
 left out (with a state folder).
@@ -23,43 +27,63 @@ from typing import Any
 from faceaudit.errors import FaceAuditError, MultipleFaces
 from faceaudit.imaging import IMAGE_SUFFIXES, decode_image
 from faceaudit.indexer.results import check_search
-from faceaudit.indexer.search import FaceIndex, Match, selfie_face
+from faceaudit.indexer.search import FaceIndex, Match, selfies_template
 from faceaudit.models.engine import FaceEngine
-from faceaudit.models.thresholds import MAX_EXPECTED_STRANGERS, MAX_RESULTS, MEANING
+from faceaudit.models.thresholds import (
+    MAX_EXPECTED_STRANGERS,
+    MAX_RESULTS,
+    MAX_SELFIES,
+    MEANING,
+)
 from faceaudit.removals import suppressed_faces, visible, widen
 
 RESULT_COLUMNS = ("participant", "dataset", "photo_id", "image", "image_key", "page_url",
                   "image_url", "licence_name", "licence_url", "score", "strength", "meaning",
                   "threshold", "sha256")
 SUMMARY_COLUMNS = ("participant", "status", "reason", "photos_found", "strong", "possible",
-                   "datasets_found", "photos_in_several_datasets", "capped_in")
+                   "datasets_found", "photos_in_several_datasets", "capped_in", "selfies",
+                   "threshold")
 OK = "ok"
 DUPLICATE = "duplicate_participant"
+
+
+class NoSelfie(FaceAuditError):
+    code = "no_selfie"
+
+
+class TooManySelfies(FaceAuditError):
+    code = "too_many_selfies"
 
 
 @dataclass(frozen=True)
 class CohortIndex:
     """An index to search, with the threshold and cap every participant's search uses (the
-    same for every index: those of their combined size) and the faces left out for removal
-    requests."""
+    same for every index: those of their combined size; ``threshold`` is that of one selfie,
+    ``requested`` the one asked for, None for the default of each participant's template)
+    and the faces left out for removal requests."""
 
     index: FaceIndex
     threshold: float
     top: int | None
     hidden: frozenset[tuple[str, int]] = frozenset()
+    requested: float | None = None
+    allow_low_threshold: bool = False
 
 
 @dataclass(frozen=True)
 class ParticipantResult:
     """What one participant's selfie found: ``status`` "ok" or the error's code (then
     ``reason`` says what went wrong and ``rows`` is empty); ``capped_in``: the datasets where
-    the search returned the most it may (there may be more photos)."""
+    the search returned the most it may (there may be more photos); ``selfies``: how many
+    selfies were searched as one template, at ``threshold``."""
 
     participant: str
     status: str
     reason: str | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     capped_in: list[str] = field(default_factory=list)
+    selfies: int = 0
+    threshold: float | None = None
 
 
 def open_indexes(engine: FaceEngine, folders: Sequence[Path], *, threshold: float | None,
@@ -86,40 +110,87 @@ def open_indexes(engine: FaceEngine, folders: Sequence[Path], *, threshold: floa
                  allow_low_threshold=allow_low_threshold)
     return [CohortIndex(index, chosen, top,
                         suppressed_faces(state_dir, index.dataset) if state_dir is not None
-                        else frozenset())
+                        else frozenset(), threshold, allow_low_threshold)
             for index in indexes]
 
 
+def template_threshold(engine: FaceEngine, indexes: Sequence[CohortIndex], selfies: int
+                       ) -> float:
+    """The threshold a participant with ``selfies`` selfies is searched at: the one asked
+    for, else the default of a template of that many selfies at the indexes' combined size;
+    SearchRefused when the one asked for is below that template's floor (unless allowed)."""
+    target = indexes[0]
+    if selfies == 1:
+        return target.threshold
+    combined = sum(t.index.size for t in indexes)
+    calibration = engine.calibration.for_template(selfies)
+    if target.requested is None:
+        return calibration.operating_threshold(combined)
+    check_search(calibration, combined, target.requested, target.top,
+                 max_expected=MAX_EXPECTED_STRANGERS, max_results=MAX_RESULTS,
+                 allow_low_threshold=target.allow_low_threshold)
+    return target.requested
+
+
+def _images(folder: Path) -> list[Path]:
+    """The images directly in ``folder``, sorted by name (hidden files left out)."""
+    return sorted(path for path in folder.iterdir()
+                  if path.is_file() and not path.name.startswith(".")
+                  and path.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def cohort_selfies(folder: Path) -> list[tuple[str, Path]]:
-    """(participant id, selfie) for each image directly in ``folder``, sorted by name: the
-    participant id is the file name without its extension."""
+    """(participant id, selfie or folder of selfies) for each image and each folder directly in
+    ``folder``, sorted by name: the participant id is the file name without its extension, or
+    the folder's name (its images, up to MAX_SELFIES, are that participant's selfies)."""
     if not folder.is_dir():
         raise FaceAuditError(f"The selfie folder {folder} does not exist or is not a folder.")
-    selfies = sorted(path for path in folder.iterdir()
-                     if path.is_file() and not path.name.startswith(".")
-                     and path.suffix.lower() in IMAGE_SUFFIXES)
-    if not selfies:
+    entries = sorted([*_images(folder), *(path for path in folder.iterdir()
+                                          if path.is_dir() and not path.name.startswith("."))])
+    if not entries:
         raise FaceAuditError(f"{folder} holds no selfies (images named PARTICIPANT.jpg, "
-                             f"PARTICIPANT.png, ...).")
-    return [(path.stem, path) for path in selfies]
+                             f"PARTICIPANT.png, ..., or folders named PARTICIPANT holding up "
+                             f"to {MAX_SELFIES} selfies each).")
+    return [(path.name if path.is_dir() else path.stem, path) for path in entries]
+
+
+def participant_selfies(participant: str, selfie: Path) -> list[Path]:
+    """The selfies of a participant: the image, or the images of the folder (NoSelfie,
+    TooManySelfies when it holds none or more than MAX_SELFIES)."""
+    if not selfie.is_dir():
+        return [selfie]
+    images = _images(selfie)
+    if not images:
+        raise NoSelfie(f"the folder {selfie.name} holds no selfie")
+    if len(images) > MAX_SELFIES:
+        raise TooManySelfies(f"the folder {selfie.name} holds {len(images)} selfies: at most "
+                             f"{MAX_SELFIES} are searched together; keep the clearest")
+    return images
 
 
 def search_participant(engine: FaceEngine, participant: str, selfie: Path,
                        indexes: Sequence[CohortIndex]) -> ParticipantResult:
-    """One participant's selfie searched in every index; a selfie that cannot be searched
-    (unreadable, no face, several faces, a face too small) is a result with its reason."""
+    """One participant's selfie (or the template of their folder of selfies) searched in every
+    index; selfies that cannot be searched (unreadable, no face, several faces, a face too
+    small, different people, a threshold under their template's floor) are a result with
+    its reason, naming the selfie when there are several."""
     try:
-        image = decode_image(selfie, name=f"The selfie of {participant}")
-        face = selfie_face(engine, image)
-        vector = engine.embed(image, [face], flip=True)[0]
+        paths = participant_selfies(participant, selfie)
+        images = [decode_image(path, name=f"The selfie {path.name} of {participant}")
+                  for path in paths]
+        vector = selfies_template(engine, images)
+        threshold = template_threshold(engine, indexes, len(paths))
     except MultipleFaces as error:
-        return ParticipantResult(participant, error.code, f"{error.count} faces in the selfie")
+        where = f"selfie {error.selfie}: " if error.selfie else ""
+        return ParticipantResult(participant, error.code,
+                                 f"{where}{error.count} faces in the selfie")
     except FaceAuditError as error:
         return ParticipantResult(participant, error.code, error.message)
+    calibration = engine.calibration.for_template(len(paths))
     found: list[tuple[int, CohortIndex, Match]] = []
     capped: set[str] = set()  # datasets that may hold more photos than those listed
     for slot, target in enumerate(indexes):
-        matches = visible(target.index.search(vector, target.threshold,
+        matches = visible(target.index.search(vector, threshold,
                                               widen(target.top, target.hidden)),
                           target.hidden, target.top)
         if target.top is not None and len(matches) >= target.top:
@@ -135,7 +206,7 @@ def search_participant(engine: FaceEngine, participant: str, selfie: Path,
     for _, target, match in found:
         index = target.index
         provenance = match.record.provenance()
-        strength = engine.calibration.strength(match.score, combined)
+        strength = calibration.strength(match.score, combined)
         rows.append({
             "participant": participant,
             "dataset": provenance["dataset"] or index.dataset,
@@ -145,10 +216,11 @@ def search_participant(engine: FaceEngine, participant: str, selfie: Path,
             "licence_name": provenance["licence_name"],
             "licence_url": provenance["licence_url"], "score": match.score,
             "strength": strength, "meaning": MEANING[strength],
-            "threshold": target.threshold, "sha256": provenance["sha256"],
+            "threshold": threshold, "sha256": provenance["sha256"],
         })
     return ParticipantResult(participant, OK, None, rows,
-                             [t.index.dataset for t in indexes if t.index.dataset in capped])
+                             [t.index.dataset for t in indexes if t.index.dataset in capped],
+                             len(paths), threshold)
 
 
 def run_cohort(engine: FaceEngine, selfies: Sequence[tuple[str, Path]],
@@ -193,6 +265,7 @@ def summary_rows(results: Sequence[ParticipantResult]) -> list[dict[str, Any]]:
             "datasets_found": ";".join(datasets),
             "photos_in_several_datasets": len(_shared_photos(result.rows)),
             "capped_in": ";".join(result.capped_in),
+            "selfies": result.selfies or "", "threshold": result.threshold or "",
         })
     return rows
 

@@ -108,6 +108,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines += [""] + _search(result["search"], result["impostor"])
     if result.get("clustering"):
         lines += [""] + _clustering(result["clustering"])
+    if result.get("templates"):
+        lines += [""] + _templates(result["templates"])
     examples = result["search"]["false_match_examples"][:10]
     if examples:
         lines += ["", f"Highest-scoring false matches at {result['search']['threshold']:.3f}:"]
@@ -115,3 +117,27 @@ def format_report(result: dict[str, Any]) -> str:
                   f"{'' if e['labelled_face'] else '  (not the labelled face)'}"
                   for e in examples]
     return "\n".join(lines)
+
+
+def _templates(t: dict[str, Any]) -> list[str]:
+    same = t["same_person"]
+    lines = [f"Templates of several faces (thresholds from {t['thresholds_from']}); "
+             "same-person level between two selfies: "
+             + ("n/a" if same is None else f"{same['level']:.3f} (pair FMR {same['pair_fmr']:g}"
+                f", refuses {_number(same['same_person_refused'])} of one person's pairs)"),
+             "  curve         faces  templates  people  comparisons  window       raised by"]
+    for c in t["tails"]:
+        tail = c["tail"]
+        lines.append(f"  {c['kind']:<12}  {c['faces']:>5}  {c['templates']:>9}  "
+                     f"{c['people']:>6}  {c['impostor_comparisons']:>11,}  "
+                     f"{tail['fit_from']:.3f}-{tail['fit_to']:.3f}  "
+                     f"{c['validation']['raised_by']:g}")
+    lines += [f"  not fitted: {why}" for why in t["not_fitted"]]
+    lines.append("  faces in index  selfies  default  recall   6-40 photos  with expansion")
+    for r in t["recall"]:
+        grown = r["expanded"]
+        lines.append(f"  {r['faces']:>14,}  {r['selfies']:>7}  {r['default']:.3f}    "
+                     f"{_number(r['recall'], 3)}    {_number(r['recall_6_40'], 3)}        "
+                     + ("n/a" if grown is None else
+                        f"{_number(grown['recall'], 3)} / {_number(grown['recall_6_40'], 3)}"))
+    return lines

@@ -1,12 +1,17 @@
-// The search page: send the selfie to /api/search, draw the photos found with the face boxed,
-// a close-up of that face, how sure each match is and where the photo comes from; then let the
-// person ask for the photos they select to be removed (/api/removals), with a letter per
-// dataset to send its maintainer.
+// The search page: send the selfies (up to 5, kept in this page's memory as Blobs until the
+// person searches) to /api/search, draw the photos found with the face boxed, a close-up of that
+// face, how sure each match is and where the photo comes from; then let the person tick the
+// photos of them ("This is me") to search again with them (sent as `confirmed` match ids) or to
+// ask for their removal (/api/removals), with a letter per dataset to send its maintainer.
 "use strict";
 
 const form = document.getElementById("search-form");
 const pickers = [document.getElementById("camera"), document.getElementById("file")];
-const preview = document.getElementById("preview");
+const selfiesList = document.getElementById("selfies");
+const pickersHelp = document.getElementById("pickers-help");
+const confirmPanel = document.getElementById("confirm-panel");
+const confirmSearch = document.getElementById("confirm-search");
+const pickersText = pickersHelp.textContent;
 const threshold = document.getElementById("threshold");
 const thresholdValue = document.getElementById("threshold-value");
 const thresholdGuide = document.getElementById("threshold-guide");
@@ -32,7 +37,10 @@ const downloadJson = document.getElementById("download-json");
 const downloadCsv = document.getElementById("download-csv");
 const letters = document.getElementById("letters");
 
-let selfie = null;
+// The selfies added: [{ file, url }], url a blob: URL of the file for its thumbnail (revoked
+// when it is removed). Nothing leaves the page until a search.
+let selfies = [];
+const MAX_SELFIES = 5; // the server's max_selfies (GET /api/info) when it has said it
 let requested = null; // the threshold the person chose with the slider; null: the server's
 let info = null; // GET /api/info, once loaded
 let guide = []; // [{threshold, expected_false_matches}], ascending: what each strictness means
@@ -264,6 +272,10 @@ function card(match, index) {
   icon.setAttribute("aria-hidden", "true");
   label.append(icon, element("span", "", strength.label));
   const said = element("p", "meaning", match.meaning || strength.meaning);
+  if (match.new) {
+    item.classList.add("new");
+    item.append(element("p", "badge", "New: found with the photos you confirmed"));
+  }
   item.append(label, said);
 
   if (match.match_id) {
@@ -274,7 +286,7 @@ function card(match, index) {
     box.dataset.matchId = match.match_id;
     box.id = `pick-${index}`;
     box.addEventListener("change", describeSelection);
-    pick.append(box, element("span", "", "Include in the removal request"));
+    pick.append(box, element("span", "", "This is me"));
     item.append(pick);
   }
   item.append(figure, provenance(match.provenance || {}));
@@ -302,11 +314,12 @@ function showResults(result) {
     ? `${plural(n, "photo", "photos")} with a face like yours` +
       (strong && strong < n ? ` (${strong} strong)` : "")
     : "No photo of this dataset has a face like yours at this strictness.";
-  resultsNote.textContent = thresholdNote(result);
+  const template = result.template || { selfies: 1, confirmed: 0 };
+  resultsNote.textContent = [thresholdNote(result), template.note].filter(Boolean).join(" ");
   results.dataset.faces = result.index_size;
   statusLine.textContent =
-    `Searched ${plural(result.index_size, "face", "faces")} with model ${result.model_pack}, ` +
-    `strictness ${formatThreshold(result.threshold)}.`;
+    `Searched ${plural(result.index_size, "face", "faces")} with ${searchedWith(template)}, ` +
+    `model ${result.model_pack}, strictness ${formatThreshold(result.threshold)}.`;
   results.hidden = false;
   resultsTitle.focus(); // screen readers read the count; phones scroll to the results
   mergeGuide(result.threshold_guide);
@@ -316,32 +329,54 @@ function showResults(result) {
   describeSlider();
   hideError(removalError);
   removal.hidden = !result.matches.some((m) => m.match_id);
+  confirmPanel.hidden = removal.hidden; // the ticks name photos by their match ids
   removalOff.hidden = !(n && removal.hidden); // the service keeps no removal requests
+  again.textContent = "Search again";
   describeSelection();
 }
 
-async function search() {
-  if (!selfie) return;
+// What a search was made with: "2 selfies and 1 photo you confirmed".
+function searchedWith(template) {
+  const parts = [plural(template.selfies, "selfie", "selfies")];
+  if (template.confirmed) {
+    parts.push(`${plural(template.confirmed, "photo", "photos")} you confirmed`);
+  }
+  return parts.join(" and ");
+}
+
+// Search with the selfies, and with the match ids of the photos ticked "This is me" when
+// `confirmed` is given (confirmSearch).
+async function search(confirmed = []) {
+  if (!selfies.length) return;
   clearMessages();
-  if (info && selfie.size > info.max_upload_bytes) {
+  markRefused(null);
+  const limit = info ? info.max_upload_bytes : Infinity;
+  const big = selfies.findIndex((s) => s.file.size > limit);
+  if (big >= 0) {
     results.hidden = true;
     removal.hidden = true;
-    showError(errorBox, `This photo is ${megabytes(selfie.size)}, more than the limit of ` +
-      `${megabytes(info.max_upload_bytes)}: use a smaller photo.`);
+    markRefused(big + 1);
+    showError(errorBox, `Selfie ${big + 1} is ${megabytes(selfies[big].file.size)}, more ` +
+      `than the limit of ${megabytes(limit)}: use a smaller photo.`);
     return;
   }
   statusLine.textContent = "Searching…";
   again.disabled = true;
+  confirmSearch.disabled = true;
   const body = new FormData();
-  body.append("selfie", selfie);
+  for (const { file } of selfies) body.append("selfie", file);
+  for (const id of confirmed) body.append("confirmed", id);
   if (requested !== null) body.append("threshold", String(requested));
   try {
     const response = await fetch("/api/search", { method: "POST", body });
     const data = await response.json().catch(() => null);
     if (!response.ok) {
-      results.hidden = true;
-      removal.hidden = true;
+      if (!confirmed.length) { // a refused confirmation keeps the ticks, to untick one
+        results.hidden = true;
+        removal.hidden = true;
+      }
       statusLine.textContent = "";
+      markRefused(data?.error?.selfie ?? null);
       showError(errorBox, data?.error?.message ?? `The server answered ${response.status}.`);
       return;
     }
@@ -350,8 +385,65 @@ async function search() {
     statusLine.textContent = "";
     showError(errorBox, "The server could not be reached. Check your connection and try again.");
   } finally {
-    again.disabled = !selfie;
+    again.disabled = !selfies.length;
+    describeSelection();
   }
+}
+
+// --- the selfies: added in the page, sent only with a search ------------------------------
+
+function maxSelfies() {
+  return info?.max_selfies ?? MAX_SELFIES;
+}
+
+// The chip of selfie `number` (1 for the first) outlined as the one an error is about; none
+// with null.
+function markRefused(number) {
+  [...selfiesList.children].forEach((chip, i) => {
+    chip.classList.toggle("refused", number === i + 1);
+  });
+}
+
+function drawSelfies() {
+  selfiesList.replaceChildren(...selfies.map((selfie, i) => {
+    const chip = element("li", "chip");
+    const img = element("img");
+    img.src = selfie.url;
+    img.alt = `Selfie ${i + 1}`;
+    const remove = element("button", "button small remove", "×");
+    remove.type = "button";
+    remove.setAttribute("aria-label", `Remove selfie ${i + 1}`);
+    remove.addEventListener("click", () => {
+      URL.revokeObjectURL(selfie.url);
+      selfies = selfies.filter((s) => s !== selfie);
+      drawSelfies();
+    });
+    chip.append(img, element("span", "number", `Selfie ${i + 1}`), remove);
+    return chip;
+  }));
+  const full = selfies.length >= maxSelfies();
+  for (const picker of pickers) picker.disabled = full;
+  pickersHelp.textContent = full
+    ? `${plural(selfies.length, "selfie", "selfies")}: the most a search takes. Remove one ` +
+      "to add another."
+    : pickersText;
+  again.disabled = !selfies.length;
+}
+
+function addSelfies(files) {
+  hideError(errorBox);
+  const room = maxSelfies() - selfies.length;
+  for (const file of files.slice(0, Math.max(0, room))) {
+    selfies.push({ file, url: URL.createObjectURL(file) });
+  }
+  if (files.length > room) {
+    showError(errorBox, `A search takes at most ${maxSelfies()} selfies: ` +
+      `${room > 0 ? `only ${plural(room, "photo was", "photos were")} added` : "none added"}. ` +
+      "Remove one to add another.");
+  }
+  drawSelfies();
+  statusLine.textContent = `${plural(selfies.length, "selfie", "selfies")} ready: press ` +
+    `${again.textContent}.`;
 }
 
 // --- removal --------------------------------------------------------------------------------
@@ -364,6 +456,7 @@ function describeSelection() {
   const boxes = selectable();
   const chosen = boxes.filter((b) => b.checked).length;
   removeButton.disabled = chosen === 0;
+  confirmSearch.disabled = chosen === 0 || !selfies.length;
   selection.textContent = boxes.length
     ? `${chosen} of ${plural(boxes.length, "photo", "photos")} selected.`
     : "";
@@ -505,16 +598,15 @@ async function loadInfo() {
 
 for (const picker of pickers) {
   picker.addEventListener("change", () => {
-    const file = picker.files && picker.files[0];
+    const files = [...(picker.files || [])];
     picker.value = ""; // choosing the same photo again still fires "change"
-    if (!file) return;
-    selfie = file;
-    if (preview.src) URL.revokeObjectURL(preview.src);
-    preview.src = URL.createObjectURL(file);
-    preview.hidden = false;
-    search();
+    if (files.length) addSelfies(files);
   });
 }
+
+confirmSearch.addEventListener("click", () => {
+  search(selectable().filter((b) => b.checked).map((b) => b.dataset.matchId));
+});
 
 threshold.addEventListener("input", () => {
   // What a person drags is rounded to 0.01, but never below the floor, and the lowest position

@@ -90,11 +90,12 @@ def extract_with_engine(
     progress: Callable[[int, int], None] | None = None,
     embed_selfies: bool = True,
 ) -> dict[str, ExtractedFaces]:
-    """Every image of ``dataset`` through ``process_images``, the pipeline of ``index``; the
-    images that serve as selfies are also embedded as ``search`` embeds a selfie (unless
-    ``embed_selfies`` is false: then only what ``index`` computes)."""
+    """Every image of ``dataset`` through ``process_images``, the pipeline of ``index``; every
+    image is also embedded as ``search`` embeds a selfie, since any one-face photo may serve
+    as one of a template's selfies (unless ``embed_selfies`` is false: then only what
+    ``index`` computes)."""
     paths = dataset.paths
-    selfies = {images[0] for images in dataset.identities.values()} if embed_selfies else set()
+    selfies = set(paths) if embed_selfies else set()
     extracted: dict[str, ExtractedFaces] = {}
     for done, item in enumerate(
         process_images(engine, dataset.root, paths, workers=workers, times=times,

@@ -12,6 +12,8 @@ from numpy.typing import NDArray
 from faceaudit.research.evaluation.dataset import Dataset, ExtractedFaces, labelled_vector
 from faceaudit.research.metrics.identification import count_above
 
+# The false-match curve a calibration keeps: it must reach the scores of strong matches.
+CALIBRATION_SWEEP = np.round(np.arange(0.10, 0.90 + 1e-9, 0.025), 3)
 # Finer, for fitting the tail of the impostor scores (faceaudit.models.impostor_tail.fit_tail).
 TAIL_GRID = np.round(np.arange(0.0, 1.0 + 1e-9, 0.005), 3)
 # Impostor comparisons are counted block by block over all pairs of labelled faces; above

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,9 @@ from numpy.typing import NDArray
 from faceaudit.errors import FaceAuditError
 from faceaudit.indexer.search import DEFAULT_THRESHOLD
 from faceaudit.indexer.stage_times import StageTimes
-from faceaudit.models.calibration import Calibration
+from faceaudit.models.calibration import Calibration, calibration_from_eval
 from faceaudit.models.engine import FaceEngine
+from faceaudit.models.thresholds import UNCALIBRATED_THRESHOLD
 from faceaudit.research.evaluation.cluster_quality import ClusteringReport, cluster_quality
 from faceaudit.research.evaluation.dataset import (
     Dataset,
@@ -24,8 +25,13 @@ from faceaudit.research.evaluation.dataset import (
     extract_with_engine,
     load_dataset,
 )
-from faceaudit.research.evaluation.impostors import ImpostorReport, impostor_fmr
+from faceaudit.research.evaluation.impostors import (  # noqa: F401 - CALIBRATION_SWEEP: the CLI's
+    CALIBRATION_SWEEP,
+    ImpostorReport,
+    impostor_fmr,
+)
 from faceaudit.research.evaluation.self_search import EXAMPLES, SearchReport, self_search
+from faceaudit.research.evaluation.template_report import TemplatesReport, template_report
 from faceaudit.research.evaluation.verification import (
     VerificationReport,
     check_pairs,
@@ -36,8 +42,6 @@ from faceaudit.research.metrics.pairs import Pairs, parse_pairs
 log = logging.getLogger(__name__)
 
 SWEEP = np.round(np.arange(0.20, 0.70 + 1e-9, 0.025), 3)
-# Wider, for calibration: the false-match-rate curve must reach the scores of strong matches.
-CALIBRATION_SWEEP = np.round(np.arange(0.10, 0.90 + 1e-9, 0.025), 3)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class EvalReport:
     search: SearchReport
     impostor: ImpostorReport
     clustering: ClusteringReport | None = None
+    templates: TemplatesReport | None = None
 
 
 def run_eval(
@@ -62,13 +67,15 @@ def run_eval(
     thresholds: Sequence[float] | NDArray[np.floating] = SWEEP,
     cluster_threshold: float | None = None,
     calibration: Calibration | None = None,
+    templates: bool = True,
 ) -> EvalReport:
     """The whole protocol on faces already extracted for every image of ``dataset``.
 
     ``threshold`` is the search threshold reported on its own (the service's default);
     ``thresholds`` the sweep, also used for the impostor FMR curve. ``cluster_threshold``:
     the clustering threshold reported on its own (default: ``faceaudit cluster``'s for this
-    many faces under ``calibration``).
+    many faces under ``calibration``). ``templates``: also fit the template curves and
+    measure recall with several selfies (every image embedded as a selfie gives better ones).
     """
     sweep = np.asarray(thresholds, np.float64)
     paths = dataset.paths
@@ -76,7 +83,7 @@ def run_eval(
     if absent:
         raise ValueError(f"no extracted faces for {len(absent)} images, e.g. {absent[:3]}")
     no_face = [p for p in paths if extracted[p].error is None and len(extracted[p].boxes) == 0]
-    return EvalReport(
+    report = EvalReport(
         images=len(paths),
         identities=len(dataset.identities),
         no_face_images=len(no_face),
@@ -88,6 +95,31 @@ def run_eval(
         clustering=cluster_quality(dataset, extracted, threshold=cluster_threshold,
                                    calibration=calibration),
     )
+    if not templates:
+        return report
+    base, source = _one_photo_calibration(report, calibration)
+    return replace(report, templates=template_report(dataset, extracted, base, source))
+
+
+def _one_photo_calibration(report: EvalReport, engine: Calibration | None
+                           ) -> tuple[Calibration, str]:
+    """The calibration template thresholds build on: this run's, when its tail could be
+    fitted; else the engine's, when calibrated; else this run's curve as it is."""
+    pack = engine.pack if engine is not None else "unknown"
+    result = _clean({"images": report.images, "search": asdict(report.search),
+                     "impostor": asdict(report.impostor)})
+    try:
+        run: Calibration | None = calibration_from_eval(result, pack, None, "this eval")
+    except ValueError:
+        run = None
+    if run is not None and run.tail is not None:
+        return run, "this run's one-photo calibration"
+    if engine is not None and engine.calibrated:
+        return engine, "the engine's calibration (this run's could not be fitted)"
+    if run is not None:
+        return run, "this run's one-photo curve (no tail fitted)"
+    return Calibration(pack=pack, recognizer_sha256=None, threshold=UNCALIBRATED_THRESHOLD, fmr=[],
+                       impostor_comparisons=0, source="uncalibrated"), "uncalibrated"
 
 
 @dataclass(frozen=True)
