@@ -31,6 +31,7 @@ from pathlib import Path
 from limits import parse
 
 from faceaudit.errors import FaceAuditError
+from faceaudit.removals.state_dir import secret_file
 
 DATABASE = "ratelimit.sqlite3"
 SECRET = "ratelimit.key"
@@ -86,7 +87,8 @@ class SearchRateLimit:
             self._db = sqlite3.connect(":memory:", check_same_thread=False)
         else:
             state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._secret = _load_secret(state_dir / SECRET)
+            self._secret = secret_file(state_dir / SECRET, damaged="delete it, and a new one "
+                                       "is made at the next start.")
             path = state_dir / DATABASE
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # 0600 from the first byte
             os.close(fd)
@@ -146,30 +148,6 @@ class SearchRateLimit:
         self._pruned = now
         longest = max(item.get_expiry() for item in self.items)
         self._db.execute("DELETE FROM hits WHERE at <= ?", (now - longest,))
-
-
-def _load_secret(path: Path) -> bytes:
-    """The key of the client digests, made on first use; a process that loses the race to
-    make it reads the one that won."""
-    if not path.exists():
-        staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(32))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(staged, path)  # fails if another process made it first: theirs is kept
-        except FileExistsError:
-            pass
-        finally:
-            staged.unlink()
-    secret = path.read_bytes()
-    if len(secret) < 32:
-        raise FaceAuditError(f"{path} is damaged (shorter than 32 bytes): delete it, and a new "
-                             "one is made at the next start.")
-    return secret
 
 
 def _wait_in_words(seconds: int) -> str:

@@ -8,9 +8,7 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
-import secrets
 import struct
 import time
 import weakref
@@ -18,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faceaudit.indexer.search import FaceIndex, Match
-from faceaudit.removals.state_dir import StateDirError, check_state_dir
+from faceaudit.removals.state_dir import check_state_dir, secret_file
 from faceaudit.removals.store import (
     MATCH_ID_SECRET,
     ExpiredMatchId,
@@ -57,26 +55,8 @@ def load_secret(state_dir: Path) -> bytes:
     """The match id secret of the state folder, made on first use. Kept on disk (mode 0600)
     so that match ids survive a restart and are accepted by every worker process of the
     service; created with an atomic link so that two processes starting together agree."""
-    path = state_dir / MATCH_ID_SECRET
-    if not path.exists():
-        staged = state_dir / f".{MATCH_ID_SECRET}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(32))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(staged, path)
-        except FileExistsError:
-            pass  # another process made it first: use theirs
-        finally:
-            staged.unlink()
-    secret = path.read_bytes()
-    if len(secret) < 32:
-        raise StateDirError(f"{path} is damaged (under 32 bytes): delete it; match ids "
-                            "issued before will stop working.")
-    return secret
+    return secret_file(state_dir / MATCH_ID_SECRET, damaged="delete it; match ids issued "
+                       "before will stop working.")
 
 
 class MatchIds:

@@ -4,6 +4,7 @@ page is honoured by the next build and by every researcher tool on the same host
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from faceaudit.errors import FaceAuditError
@@ -56,3 +57,29 @@ def check_state_dir(state_dir: Path, index_dir: Path) -> None:
             "replaced whole whenever a new index is published: removal requests kept there "
             f"would be lost. Use a folder outside it, e.g. {index_dir}.state."
         )
+
+
+def secret_file(path: Path, *, damaged: str) -> bytes:
+    """The 32-byte key kept at ``path`` in the state folder (mode 0600), made on first use so
+    that it survives restarts and every process sharing the folder uses the same one: it is
+    written to a staged name and linked into place, so that of two processes starting
+    together one makes it and the other reads it. ``damaged``: what to do when it is shorter
+    (said after the path)."""
+    if not path.exists():
+        staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            staged.unlink()
+    secret = path.read_bytes()
+    if len(secret) < 32:
+        raise StateDirError(f"{path} is damaged (shorter than 32 bytes): {damaged}")
+    return secret
