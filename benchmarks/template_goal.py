@@ -89,13 +89,13 @@ def thresholds(faces: int, selfies: int) -> dict[str, Any]:
 def build_index(dataset: Path, index: Path, state: Path) -> str:
     """Index the dataset once; an index already published in the work folder is reused."""
     if (index / "manifest.json").exists():
-        return f"reused {index}"
+        return f"reused {index.name}/ of the work folder"
     started = time.monotonic()
     done = subprocess.run([str(FACEAUDIT), "index", str(dataset), "--out", str(index),
                            "--dataset", "lfw-dev", "--state-dir", str(state)], check=False)
     if done.returncode != 0:
         sys.exit(f"faceaudit index failed ({done.returncode})")
-    return f"built {index} in {time.monotonic() - started:.0f} s"
+    return f"built {index.name}/ of the work folder in {time.monotonic() - started:.0f} s"
 
 
 def people(dataset: Path, index: Path) -> tuple[list[Person], dict[str, int], int]:
