@@ -147,8 +147,12 @@ def measure(cohort: list[Person], seed: int, selfies: int, faces: int, threshold
     write_selfies(dataset, folder, cohort, selfies, seed)
     out = work / "runs" / f"s{seed}_n{faces}_k{selfies}" / "results.csv"
     started = time.monotonic()
+    # --no-expand: expansion joins faces above the "very likely" level of the index's real
+    # size (4,435 faces here), not of the N simulated by --threshold; eval's templates section
+    # measures expansion at each N.
     done = run([str(FACEAUDIT), "cohort", str(folder), "--index", str(index), "--out", str(out),
-                "--threshold", str(threshold), "--state-dir", str(state), "--json"])
+                "--threshold", str(threshold), "--state-dir", str(state), "--json",
+                "--no-expand"])
     seconds = time.monotonic() - started
     if done.returncode != 0:
         return Outcome(seed, faces, selfies, threshold, local_floor, len(cohort), 0, {}, {},

@@ -38,6 +38,11 @@ POSSIBLE = "possible"
 # A match is "strong" when fewer than this many strangers in the whole index are expected to
 # score as high: the chance that it is someone else is then about 1 %.
 STRONG_EXPECTED_FALSE_MATCHES = 0.01
+# Automatic expansion: with one selfie, the faces found where fewer than this many strangers
+# are expected in the whole index ("very likely you") join the template for a second pass.
+# It gained recall at the same stranger rate only for one selfie (benchmarks/results/
+# templates.txt), so it runs only then.
+EXPAND_JOIN_EXPECTED = 0.001
 MEANING = {STRONG: "This is very likely you", POSSIBLE: "Possibly you: check the photo"}
 
 # Thresholds are rounded up to this step, so that what is shown is what is used.

@@ -151,6 +151,7 @@ async def _search(request: Request, response: Response, services: Services,
         published = group.published[item.slot]
         out["dataset"] = published.index.dataset
         out["new"] = item.new
+        out["expanded"] = item.expanded
         out.update(_photo_fields(request, published.tokens, item.match))
         out["match_id"] = (services.match_ids.issue(published.index, item.match)
                            if services.match_ids is not None else None)

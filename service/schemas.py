@@ -138,6 +138,11 @@ class MatchOut(BaseModel):
         "own default threshold (template.selfies_default_threshold), would not have returned: "
         "found thanks to the confirmed photos. Always false in a search without confirmed "
         "photos.")
+    expanded: bool = Field(
+        default=False, description="True for a photo found only by the second pass of an "
+        "automatic expansion: one selfie's \"very likely you\" matches joined it (see "
+        "template.expanded), and the grown template found this photo, which the selfie alone "
+        "did not.")
 
 
 class TemplateOut(BaseModel):
@@ -152,6 +157,12 @@ class TemplateOut(BaseModel):
         description="The default threshold of the selfies alone: every confirmed face scored "
         "at least this against them, and a match is new when the selfies alone would not "
         "have returned it at this threshold.")
+    expanded: int = Field(
+        default=0, description="Faces that joined the template automatically: with one selfie "
+        "and no confirmed photo, its matches scoring where fewer than 0.001 faces of other "
+        "people are expected in the index (\"very likely you\") join it, the strongest up to "
+        "max_faces in all, for a second pass at the default threshold of that template. 0 when "
+        "none joined (or the server's expansion is off).")
     note: str | None = Field(description="Said when some confirmed faces did not join.")
 
 

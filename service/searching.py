@@ -10,7 +10,7 @@ from the calibration of a template of that many selfies and confirmed faces
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from faceaudit.errors import FaceAuditError, about_selfie
 from faceaudit.imaging import decode_image
+from faceaudit.indexer.expansion import expand_search
 from faceaudit.indexer.search import Match, selfie_vector
 from faceaudit.models.calibration import Calibration
 from faceaudit.models.engine import FaceEngine
@@ -32,11 +33,13 @@ from faceaudit.service.settings import ServiceSettings
 @dataclass(frozen=True)
 class Found:
     """A match and the slot of the index it is from. ``new``: a match that the selfies alone,
-    at their own default threshold, would not have returned (only with confirmed faces)."""
+    at their own default threshold, would not have returned (only with confirmed faces).
+    ``expanded``: a match found only by the second pass of an automatic expansion."""
 
     slot: int
     match: Match
     new: bool = False
+    expanded: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class TemplateSearch:
     """What a search found, and with what: ``calibration`` is that of the template searched,
     ``default`` its default threshold (the floor), ``threshold`` the one used;
     ``selfies_default``: the default of the selfies alone, which each confirmed face had to
-    reach and against which ``Found.new`` is told."""
+    reach and against which ``Found.new`` is told; ``expanded``: faces that joined the
+    template automatically (see faceaudit.indexer.expansion)."""
 
     found: list[Found]
     calibration: Calibration
@@ -54,6 +58,7 @@ class TemplateSearch:
     confirmed: int = 0
     confirmed_sent: int = 0
     selfies_default: float = 0.0
+    expanded: int = 0
 
     def template(self) -> dict[str, Any]:
         """The response's ``template``: how many selfies and confirmed faces it holds."""
@@ -65,7 +70,8 @@ class TemplateSearch:
                     f"selfies joined them and {left_out} did not.")
         return {"selfies": self.selfies, "confirmed": self.confirmed,
                 "confirmed_sent": self.confirmed_sent, "max_faces": MAX_TEMPLATE_FACES,
-                "selfies_default_threshold": self.selfies_default, "note": note}
+                "selfies_default_threshold": self.selfies_default, "expanded": self.expanded,
+                "note": note}
 
 
 def default_threshold(calibration: Calibration, faces: int, settings: ServiceSettings
@@ -135,6 +141,10 @@ def search_template(group: IndexGroup, selfies: Sequence[NDArray[np.float32]],
     default = default_threshold(searched, group.size, settings)
     threshold = default if requested is None else max(requested, default)
     found = search_group(group, template, threshold, top, removals)
+    if settings.expand and count == 1 and not confirmed:
+        return _expanded(group, selfies_template, top, calibration, settings, removals,
+                         TemplateSearch(found, searched, threshold, default, count,
+                                        selfies_default=selfies_default))
     if joined:
         # "new": what the selfies alone, at their default, would not have returned
         before = {(f.slot, f.match.image_id)
@@ -143,3 +153,24 @@ def search_template(group: IndexGroup, selfies: Sequence[NDArray[np.float32]],
                  for f in found]
     return TemplateSearch(found, searched, threshold, default, count, len(joined),
                           len(confirmed), selfies_default)
+
+
+def _expanded(group: IndexGroup, selfie: NDArray[np.float32], top: int,
+              calibration: Calibration, settings: ServiceSettings,
+              removals: RemovalStore | None, plain: TemplateSearch) -> TemplateSearch:
+    """``plain`` (a one-selfie search without confirmed faces) with its automatic expansion,
+    when a face joins (see faceaudit.indexer.expansion)."""
+    grown = expand_search(
+        selfie, plain.found, score=lambda f: f.match.score,
+        key=lambda f: (f.slot, f.match.image_id),
+        face_vectors=lambda items: np.concatenate(
+            [group.published[f.slot].index.face_vectors([f.match.face]) for f in items]),
+        search=lambda vector, threshold: search_group(group, vector, threshold, top, removals),
+        calibration=calibration, index_faces=group.size,
+        default_for=lambda c: default_threshold(c, group.size, settings),
+        threshold=plain.threshold, top=top)
+    if grown is None:
+        return plain
+    found = [Found(f.slot, f.match, expanded=only_second) for f, only_second in grown.found]
+    return replace(plain, found=found, calibration=grown.calibration,
+                   threshold=grown.threshold, default=grown.default, expanded=grown.joined)

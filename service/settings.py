@@ -62,6 +62,10 @@ class ServiceSettings(BaseSettings):
     # False (serve --no-removals): no removal requests, no audit log, search results carry no
     # match_id, and POST /api/removals says whom to write to instead.
     removals: bool = True
+    # Automatic expansion of one-selfie searches without confirmed photos (serve --no-expand:
+    # off): their "very likely you" matches join the selfie for a second pass
+    # (faceaudit.indexer.expansion); measured to gain recall for one selfie only.
+    expand: bool = True
     # The maintainers' address per dataset name (JSON object in the environment), for the
     # letter's mailto: link.
     dataset_contacts: dict[str, str] = {}

@@ -390,7 +390,16 @@ def test_several_selfies_and_confirmed_photos_in_a_real_browser(
             page.set_input_files("#file", str(first))
             one = _search(page, lambda: page.click("#again"))
             assert one["template"]["selfies"] == 1
-            assert "team/players.jpg" not in photos_of(one["matches"], built_index)
+            # ...and the fourth, found by the automatic expansion (the three joined it), marked.
+            joined = one["template"]["expanded"]
+            assert joined >= 1
+            expanded = {path for path, m in zip(photos_of(one["matches"], built_index),
+                                                one["matches"], strict=True) if m["expanded"]}
+            assert expanded == {"team/players.jpg"}
+            assert page.locator("#grid .card.expanded").count() == 1
+            assert page.text_content("#grid .card.expanded .badge") == (
+                "Found with your other photos")
+            assert f"and {joined} photo" in page.text_content("#status")
 
             # 2. A second selfie and a third that is removed again: chips, nothing sent.
             page.set_input_files("#file", [str(second), str(given / "tom_hanks.png")])

@@ -35,6 +35,14 @@ SHIPPED = expected.shipped()
 
 
 @pytest.fixture(scope="module")
+def settings(built_index: Path) -> ServiceSettings:
+    """One pass per search: these tests check a one-selfie search's own thresholds and
+    scores (automatic expansion, and the floor with it: tests/test_expansion.py)."""
+    return ServiceSettings(index=built_index, device="cpu", rate_limit=None, daily_limit=None,
+                           expand=False)
+
+
+@pytest.fixture(scope="module")
 def size(built_index: Path) -> int:
     return FaceIndex(built_index).size
 

@@ -118,7 +118,7 @@ def test_cli_search_with_several_selfies(built_index: Path, collection: tuple[Pa
     assert result.exit_code == 0, result.output
     response = json.loads(result.stdout)
     assert {m["image"] for m in response["matches"]} == YAO_PHOTOS
-    assert response["template"] == {"selfies": 3, "confirmed": 0}
+    assert response["template"] == {"selfies": 3, "confirmed": 0, "expanded": 0}
     text = runner.invoke(app, ["search", *selfies[:2], "--index", str(built_index)])
     assert text.exit_code == 0 and text.stdout.startswith("2 selfies of one person")
     hanks = str(collection[1] / "tom_hanks.png")

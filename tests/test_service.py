@@ -75,6 +75,14 @@ YAO_PHOTOS = {
 
 # --- helpers -------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def settings(built_index: Path) -> ServiceSettings:
+    """One pass per search: these tests check a one-selfie search's own thresholds and
+    scores (automatic expansion, and the floor with it: tests/test_expansion.py)."""
+    return ServiceSettings(index=built_index, device="cpu", rate_limit=None, daily_limit=None,
+                           expand=False)
+
+
 def jpeg(image: Image.Image, **options: object) -> bytes:
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=90, **options)

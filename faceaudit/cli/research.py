@@ -102,6 +102,9 @@ def cohort(
         "--allow-low-threshold",
         help="Allow a threshold below an index's floor and any --top: the results can then "
         "list photos of strangers.")] = False,
+    no_expand: Annotated[bool, typer.Option(
+        "--no-expand", help="No automatic expansion for participants with one selfie (their "
+        "\"very likely you\" photos do not join it for a second pass).")] = False,
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", envvar="FACEAUDIT_STATE_DIR",
         help="The service's state folder: leave out the faces removal requests named "
@@ -131,7 +134,7 @@ def cohort(
                                state_dir=resolve_state_dir(state_dir))
         selfies = cohort_selfies(selfies_dir)
         with progress_bar() as progress:
-            results = run_cohort(engine, selfies, indexes, progress)
+            results = run_cohort(engine, selfies, indexes, progress, expand=not no_expand)
         written, summary = write_cohort(results, out)
     except FaceAuditError as error:
         raise fail(error) from error
@@ -153,4 +156,8 @@ def cohort(
         f"{counted(len(totals['datasets']), 'dataset')}; "
         f"{counted(totals['photos_in_several_datasets'], 'photo')} found in more than one "
         "dataset")
+    expanded = sum(1 for r in results if r.expanded)
+    if expanded:
+        typer.echo(f"expanded: {counted(expanded, 'participant')} with one selfie searched "
+                   "again with their \"very likely you\" photos (rows marked expanded)")
     typer.echo(f"results: {written}\nper participant: {summary}")

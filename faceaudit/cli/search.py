@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from faceaudit.cli.common import STATE_DIR_HELP, DeviceOption, ModelsOption, fail, make_engine
 from faceaudit.errors import FaceAuditError
 from faceaudit.models.thresholds import MAX_EXPECTED_STRANGERS, MAX_RESULTS, MAX_SELFIES
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from faceaudit.indexer.search import Match
 
 
 def search(
@@ -30,6 +36,9 @@ def search(
         help="Researchers only: allow a threshold below this index's floor and any --top. "
         "The results can then show photos of strangers, many of them in a large index.")
     ] = False,
+    no_expand: Annotated[bool, typer.Option(
+        "--no-expand", help="With one selfie: no automatic expansion (its \"very likely you\" "
+        "matches do not join it for a second pass).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     models: ModelsOption = None,
     device: DeviceOption = "auto",
@@ -41,8 +50,9 @@ def search(
     """List the indexed photos in which the person of the SELFIE (or of several selfies of
     one person, searched as one template) appears, best first."""
     from faceaudit.imaging import decode_image
+    from faceaudit.indexer.expansion import expand_search
     from faceaudit.indexer.results import check_search, search_response
-    from faceaudit.indexer.search import FaceIndex, check_selfie_count, search_selfie
+    from faceaudit.indexer.search import FaceIndex, check_selfie_count, selfies_template
     from faceaudit.removals import resolve_state_dir, suppressed_faces, visible, widen
 
     try:
@@ -59,13 +69,33 @@ def search(
         images = [decode_image(selfie, name=_name(selfie, n, len(selfies)))
                   for n, selfie in enumerate(selfies, start=1)]
         hidden = suppressed_faces(resolve_state_dir(state_dir), face_index.dataset)
-        matches = visible(search_selfie(engine, face_index, images, threshold=threshold,
-                                        top=widen(top, hidden)), hidden, top)
+        face_index.check_engine(engine)
+        template = selfies_template(engine, images)
+
+        def search_at(vector: NDArray[np.float32], at: float) -> list[Match]:
+            return visible(face_index.search(vector, at, widen(top, hidden)), hidden, top)
+
+        matches, marks, joined = search_at(template, threshold), None, 0
+        # Never below the floor a researcher's lower threshold already left.
+        if len(selfies) == 1 and not no_expand and threshold >= default:
+            grown = expand_search(
+                template, matches, score=lambda m: m.score, key=lambda m: m.image_id,
+                face_vectors=lambda ms: face_index.face_vectors([m.face for m in ms]),
+                search=search_at, calibration=engine.calibration, index_faces=face_index.size,
+                default_for=lambda c: c.operating_threshold(face_index.size),
+                threshold=threshold, top=top)
+            if grown is not None:
+                matches = [m for m, _ in grown.found]
+                marks, joined = [mark for _, mark in grown.found], grown.joined
+                calibration, default, threshold = (grown.calibration, grown.default,
+                                                   grown.threshold)
     except FaceAuditError as error:
         raise fail(error) from error
     response = search_response(face_index, matches, threshold, calibration, default,
                                threshold_requested=requested, operator=True)
-    response["template"] = {"selfies": len(selfies), "confirmed": 0}
+    response["template"] = {"selfies": len(selfies), "confirmed": 0, "expanded": joined}
+    for out, mark in zip(response["matches"], marks or [False] * len(matches), strict=True):
+        out["expanded"] = mark
     if as_json:
         typer.echo(json.dumps(response))
         return
@@ -73,17 +103,23 @@ def search(
     meaning = ("uncalibrated model pack: no false-match estimate" if expected is None else
                f"about {expected:.2g} faces of other people are expected above it in an index "
                "of this size")
-    template = f"{len(selfies)} selfies of one person as one template; " if len(selfies) > 1 \
-        else ""
-    typer.echo(f"{template}threshold {threshold} ({meaning}); {face_index.size} faces in "
+    described = (f"{len(selfies)} selfies of one person as one template; "
+                 if len(selfies) > 1 else "")
+    typer.echo(f"{described}threshold {threshold} ({meaning}); {face_index.size} faces in "
                f"{len(face_index.images)} photos, model pack {face_index.model_pack}")
+    if joined:
+        found = sum(1 for mark in marks or [] if mark)
+        typer.echo(f"Expanded: {joined} of your \"very likely you\" photos joined your selfie "
+                   f"for a second search, which found {found} more (marked \"found with your "
+                   "other photos\").")
     if not matches:
         typer.echo("No photo in the index matches.")
         return
     for match in response["matches"]:
         box = ", ".join(f"{v:.0f}" for v in match["bbox"])
+        mark = "  (found with your other photos)" if match["expanded"] else ""
         typer.echo(f"{match['score']:.3f}  {match['strength']:<8}  {match['image']}  [{box}]"
-                   f"  {match['meaning']}")
+                   f"  {match['meaning']}{mark}")
         typer.echo("        " + describe_provenance(match["provenance"]))
 
 

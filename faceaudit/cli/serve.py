@@ -37,6 +37,9 @@ def serve(
         "--no-removals", help="Take no removal requests and keep no audit log: the page and "
         "POST /api/removals tell people to write to the datasets' maintainers instead.")
     ] = False,
+    no_expand: Annotated[bool, typer.Option(
+        "--no-expand", help="No automatic expansion: a one-selfie search is one pass, its "
+        "\"very likely you\" matches do not join the selfie for a second one.")] = False,
     replicas: Annotated[int | None, typer.Option(
         min=1, help="Engine replicas detecting and embedding selfies side by side "
         "(default: one per core on CPU).")] = None,
@@ -64,6 +67,8 @@ def serve(
         overrides["state_dir"] = state_dir
     if no_removals:
         overrides["removals"] = False
+    if no_expand:
+        overrides["expand"] = False
     try:
         check_port(host, port)  # before the models and indexes load
         settings = ServiceSettings(**overrides)

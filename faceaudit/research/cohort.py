@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from faceaudit.errors import FaceAuditError, MultipleFaces
 from faceaudit.imaging import IMAGE_SUFFIXES, decode_image
+from faceaudit.indexer.expansion import expand_search
 from faceaudit.indexer.results import check_search
 from faceaudit.indexer.search import FaceIndex, Match, selfies_template
 from faceaudit.models.engine import FaceEngine
@@ -39,10 +43,10 @@ from faceaudit.removals import suppressed_faces, visible, widen
 
 RESULT_COLUMNS = ("participant", "dataset", "photo_id", "image", "image_key", "page_url",
                   "image_url", "licence_name", "licence_url", "score", "strength", "meaning",
-                  "threshold", "sha256")
+                  "threshold", "sha256", "expanded")
 SUMMARY_COLUMNS = ("participant", "status", "reason", "photos_found", "strong", "possible",
                    "datasets_found", "photos_in_several_datasets", "capped_in", "selfies",
-                   "threshold")
+                   "threshold", "expanded")
 OK = "ok"
 DUPLICATE = "duplicate_participant"
 
@@ -75,7 +79,8 @@ class ParticipantResult:
     """What one participant's selfie found: ``status`` "ok" or the error's code (then
     ``reason`` says what went wrong and ``rows`` is empty); ``capped_in``: the datasets where
     the search returned the most it may (there may be more photos); ``selfies``: how many
-    selfies were searched as one template, at ``threshold``."""
+    selfies were searched as one template, at ``threshold``; ``expanded``: faces that joined
+    a one-selfie template automatically (faceaudit.indexer.expansion)."""
 
     participant: str
     status: str
@@ -84,6 +89,7 @@ class ParticipantResult:
     capped_in: list[str] = field(default_factory=list)
     selfies: int = 0
     threshold: float | None = None
+    expanded: int = 0
 
 
 def open_indexes(engine: FaceEngine, folders: Sequence[Path], *, threshold: float | None,
@@ -169,11 +175,13 @@ def participant_selfies(participant: str, selfie: Path) -> list[Path]:
 
 
 def search_participant(engine: FaceEngine, participant: str, selfie: Path,
-                       indexes: Sequence[CohortIndex]) -> ParticipantResult:
+                       indexes: Sequence[CohortIndex], expand: bool = True
+                       ) -> ParticipantResult:
     """One participant's selfie (or the template of their folder of selfies) searched in every
     index; selfies that cannot be searched (unreadable, no face, several faces, a face too
     small, different people, a threshold under their template's floor) are a result with
-    its reason, naming the selfie when there are several."""
+    its reason, naming the selfie when there are several. One selfie searched at or above
+    the default is expanded automatically unless ``expand`` is false."""
     try:
         paths = participant_selfies(participant, selfie)
         images = [decode_image(path, name=f"The selfie {path.name} of {participant}")
@@ -187,23 +195,33 @@ def search_participant(engine: FaceEngine, participant: str, selfie: Path,
     except FaceAuditError as error:
         return ParticipantResult(participant, error.code, error.message)
     calibration = engine.calibration.for_template(len(paths))
-    found: list[tuple[int, CohortIndex, Match]] = []
-    capped: set[str] = set()  # datasets that may hold more photos than those listed
-    for slot, target in enumerate(indexes):
-        matches = visible(target.index.search(vector, threshold,
-                                              widen(target.top, target.hidden)),
-                          target.hidden, target.top)
-        if target.top is not None and len(matches) >= target.top:
-            capped.add(target.index.dataset)
-        found += [(slot, target, match) for match in matches]
-    found.sort(key=lambda item: (-item[2].score, item[0], item[2].image_id))
-    top = indexes[0].top if indexes else None
-    if top is not None:  # at most top photos in all, as the service's one search returns
-        capped.update(target.index.dataset for _, target, _ in found[top:])
-        found = found[:top]
     combined = sum(target.index.size for target in indexes)
+    capped: set[str] = set()  # datasets that may hold more photos than those listed
+
+    def search_all(template: NDArray[np.float32], at: float) -> list[Hit]:
+        found, full = _search_indexes(indexes, template, at)
+        capped.update(full)
+        return found
+
+    found = search_all(vector, threshold)
+    marks = [False] * len(found)
+    joined = 0
+    # Never below the floor that an allowed lower threshold already left.
+    if expand and len(paths) == 1 and threshold >= calibration.operating_threshold(combined):
+        grown = expand_search(
+            vector, found, score=lambda hit: hit[2].score,
+            key=lambda hit: (hit[0], hit[2].image_id),
+            face_vectors=lambda hits: np.concatenate(
+                [hit[1].index.face_vectors([hit[2].face]) for hit in hits]),
+            search=search_all, calibration=engine.calibration, index_faces=combined,
+            default_for=lambda c: c.operating_threshold(combined),
+            threshold=threshold, top=indexes[0].top)
+        if grown is not None:
+            found = [hit for hit, _ in grown.found]
+            marks = [mark for _, mark in grown.found]
+            calibration, threshold, joined = grown.calibration, grown.threshold, grown.joined
     rows: list[dict[str, Any]] = []
-    for _, target, match in found:
+    for (_, target, match), mark in zip(found, marks, strict=True):
         index = target.index
         provenance = match.record.provenance()
         strength = calibration.strength(match.score, combined)
@@ -216,16 +234,41 @@ def search_participant(engine: FaceEngine, participant: str, selfie: Path,
             "licence_name": provenance["licence_name"],
             "licence_url": provenance["licence_url"], "score": match.score,
             "strength": strength, "meaning": MEANING[strength],
-            "threshold": threshold, "sha256": provenance["sha256"],
+            "threshold": threshold, "sha256": provenance["sha256"], "expanded": mark,
         })
     return ParticipantResult(participant, OK, None, rows,
                              [t.index.dataset for t in indexes if t.index.dataset in capped],
-                             len(paths), threshold)
+                             len(paths), threshold, joined)
+
+
+Hit = tuple[int, CohortIndex, Match]
+
+
+def _search_indexes(indexes: Sequence[CohortIndex], vector: NDArray[np.float32],
+                    threshold: float) -> tuple[list[Hit], set[str]]:
+    """The photos of every index with a face scoring above ``threshold``, best first, at most
+    ``top`` in all, removed faces left out; and the datasets that may hold more."""
+    found: list[Hit] = []
+    capped: set[str] = set()
+    for slot, target in enumerate(indexes):
+        matches = visible(target.index.search(vector, threshold,
+                                              widen(target.top, target.hidden)),
+                          target.hidden, target.top)
+        if target.top is not None and len(matches) >= target.top:
+            capped.add(target.index.dataset)
+        found += [(slot, target, match) for match in matches]
+    found.sort(key=lambda item: (-item[2].score, item[0], item[2].image_id))
+    top = indexes[0].top if indexes else None
+    if top is not None:  # at most top photos in all, as the service's one search returns
+        capped.update(target.index.dataset for _, target, _ in found[top:])
+        found = found[:top]
+    return found, capped
 
 
 def run_cohort(engine: FaceEngine, selfies: Sequence[tuple[str, Path]],
                indexes: Sequence[CohortIndex],
-               progress: Callable[[int, int], None] | None = None) -> list[ParticipantResult]:
+               progress: Callable[[int, int], None] | None = None, expand: bool = True
+               ) -> list[ParticipantResult]:
     """Every participant's search, in order. A participant id given twice (``a.jpg`` and
     ``a.png``) is searched once, and the second selfie reported as a duplicate."""
     results, seen = [], set()
@@ -236,7 +279,7 @@ def run_cohort(engine: FaceEngine, selfies: Sequence[tuple[str, Path]],
                 "was not searched: rename it or remove it"))
         else:
             seen.add(participant)
-            results.append(search_participant(engine, participant, selfie, indexes))
+            results.append(search_participant(engine, participant, selfie, indexes, expand))
         if progress:
             progress(done, len(selfies))
     return results
@@ -266,13 +309,15 @@ def summary_rows(results: Sequence[ParticipantResult]) -> list[dict[str, Any]]:
             "photos_in_several_datasets": len(_shared_photos(result.rows)),
             "capped_in": ";".join(result.capped_in),
             "selfies": result.selfies or "", "threshold": result.threshold or "",
+            "expanded": result.expanded,
         })
     return rows
 
 
 def cohort_totals(results: Sequence[ParticipantResult]) -> dict[str, Any]:
     """Counts over the cohort: participants, searched, found in at least one photo, photos
-    found, datasets, distinct photos found in more than one dataset, failures by status."""
+    found, datasets, distinct photos found in more than one dataset, failures by status,
+    participants whose one-selfie search was expanded."""
     rows = [row for result in results for row in result.rows]
     return {
         "participants": len(results),
@@ -282,6 +327,7 @@ def cohort_totals(results: Sequence[ParticipantResult]) -> dict[str, Any]:
         "datasets": sorted({row["dataset"] for row in rows}),
         "photos_in_several_datasets": len(_shared_photos(rows)),
         "errors": dict(Counter(r.status for r in results if r.status != OK)),
+        "expanded": sum(1 for r in results if r.expanded),
     }
 
 

@@ -275,6 +275,9 @@ function card(match, index) {
   if (match.new) {
     item.classList.add("new");
     item.append(element("p", "badge", "New: found with the photos you confirmed"));
+  } else if (match.expanded) {
+    item.classList.add("expanded");
+    item.append(element("p", "badge", "Found with your other photos"));
   }
   item.append(label, said);
 
@@ -340,6 +343,9 @@ function searchedWith(template) {
   const parts = [plural(template.selfies, "selfie", "selfies")];
   if (template.confirmed) {
     parts.push(`${plural(template.confirmed, "photo", "photos")} you confirmed`);
+  }
+  if (template.expanded) {
+    parts.push(`${plural(template.expanded, "photo", "photos")} very likely of you`);
   }
   return parts.join(" and ");
 }

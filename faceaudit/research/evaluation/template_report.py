@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from faceaudit.models.calibration import Calibration
 from faceaudit.models.template_tails import CONFIRMED, SELFIES, TemplateCalibration, TemplateTail
-from faceaudit.models.thresholds import MAX_TEMPLATE_FACES, THRESHOLD_STEP
+from faceaudit.models.thresholds import EXPAND_JOIN_EXPECTED, MAX_TEMPLATE_FACES, THRESHOLD_STEP
 from faceaudit.research.evaluation.dataset import Dataset, ExtractedFaces
 from faceaudit.research.evaluation.template_fits import SPLITS, counts_behind, template_tail
 from faceaudit.research.evaluation.templates import (
@@ -46,7 +46,7 @@ PAIR_FMR = 1e-3
 MAX_SELFIE_PAIRS_FROM = 4000
 # Automatic expansion joins the faces above the level where fewer than this many strangers are
 # expected in the whole index (issue 15: "very likely you").
-JOIN_EXPECTED = 0.001
+JOIN_EXPECTED = EXPAND_JOIN_EXPECTED
 # Two identities are one person when two of their labelled faces score where fewer than this
 # many impostor pairs are expected among all the labelled pairs (a label error, not a stranger).
 LABEL_ERROR_EXPECTED = 1.0
