@@ -234,6 +234,7 @@ def test_a_participant_may_be_a_folder_of_selfies(built_index: Path,
     assert summary["hanks"]["selfies"] == "1" and summary["hanks"]["status"] == "ok"
     assert summary["mixed"]["status"] == "different_people"
     assert summary["mixed"]["reason"].startswith("Selfie 2 ")
+    assert summary["mixed"]["reason"].endswith("(selfie 2 is 2.png)")  # the file, by name
     assert summary["empty"]["status"] == "no_selfie"
     assert summary["many"]["status"] == "too_many_selfies"
     assert f"at most {MAX_SELFIES}" in summary["many"]["reason"]

@@ -120,12 +120,12 @@ def cohort(
     these results."""
     from faceaudit.removals import resolve_state_dir
     from faceaudit.research.cohort import (
-        cohort_selfies,
         cohort_totals,
         open_indexes,
         run_cohort,
         write_cohort,
     )
+    from faceaudit.research.cohort_selfies import cohort_selfies
 
     try:
         engine = make_engine(models, device)

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from faceaudit.errors import FaceAuditError, MultipleFaces
-from faceaudit.imaging import IMAGE_SUFFIXES, decode_image
+from faceaudit.imaging import decode_image
 from faceaudit.indexer.expansion import expand_search
 from faceaudit.indexer.results import check_search
 from faceaudit.indexer.search import FaceIndex, Match, selfies_template
@@ -36,10 +36,10 @@ from faceaudit.models.engine import FaceEngine
 from faceaudit.models.thresholds import (
     MAX_EXPECTED_STRANGERS,
     MAX_RESULTS,
-    MAX_SELFIES,
     MEANING,
 )
 from faceaudit.removals import suppressed_faces, visible, widen
+from faceaudit.research.cohort_selfies import naming_file, participant_selfies
 
 RESULT_COLUMNS = ("participant", "dataset", "photo_id", "image", "image_key", "page_url",
                   "image_url", "licence_name", "licence_url", "score", "strength", "meaning",
@@ -49,14 +49,6 @@ SUMMARY_COLUMNS = ("participant", "status", "reason", "photos_found", "strong", 
                    "threshold", "expanded")
 OK = "ok"
 DUPLICATE = "duplicate_participant"
-
-
-class NoSelfie(FaceAuditError):
-    code = "no_selfie"
-
-
-class TooManySelfies(FaceAuditError):
-    code = "too_many_selfies"
 
 
 @dataclass(frozen=True)
@@ -138,42 +130,6 @@ def template_threshold(engine: FaceEngine, indexes: Sequence[CohortIndex], selfi
     return target.requested
 
 
-def _images(folder: Path) -> list[Path]:
-    """The images directly in ``folder``, sorted by name (hidden files left out)."""
-    return sorted(path for path in folder.iterdir()
-                  if path.is_file() and not path.name.startswith(".")
-                  and path.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def cohort_selfies(folder: Path) -> list[tuple[str, Path]]:
-    """(participant id, selfie or folder of selfies) for each image and each folder directly in
-    ``folder``, sorted by name: the participant id is the file name without its extension, or
-    the folder's name (its images, up to MAX_SELFIES, are that participant's selfies)."""
-    if not folder.is_dir():
-        raise FaceAuditError(f"The selfie folder {folder} does not exist or is not a folder.")
-    entries = sorted([*_images(folder), *(path for path in folder.iterdir()
-                                          if path.is_dir() and not path.name.startswith("."))])
-    if not entries:
-        raise FaceAuditError(f"{folder} holds no selfies (images named PARTICIPANT.jpg, "
-                             f"PARTICIPANT.png, ..., or folders named PARTICIPANT holding up "
-                             f"to {MAX_SELFIES} selfies each).")
-    return [(path.name if path.is_dir() else path.stem, path) for path in entries]
-
-
-def participant_selfies(participant: str, selfie: Path) -> list[Path]:
-    """The selfies of a participant: the image, or the images of the folder (NoSelfie,
-    TooManySelfies when it holds none or more than MAX_SELFIES)."""
-    if not selfie.is_dir():
-        return [selfie]
-    images = _images(selfie)
-    if not images:
-        raise NoSelfie(f"the folder {selfie.name} holds no selfie")
-    if len(images) > MAX_SELFIES:
-        raise TooManySelfies(f"the folder {selfie.name} holds {len(images)} selfies: at most "
-                             f"{MAX_SELFIES} are searched together; keep the clearest")
-    return images
-
-
 def search_participant(engine: FaceEngine, participant: str, selfie: Path,
                        indexes: Sequence[CohortIndex], expand: bool = True
                        ) -> ParticipantResult:
@@ -182,6 +138,7 @@ def search_participant(engine: FaceEngine, participant: str, selfie: Path,
     small, different people, a threshold under their template's floor) are a result with
     its reason, naming the selfie when there are several. One selfie searched at or above
     the default is expanded automatically unless ``expand`` is false."""
+    paths: list[Path] = []
     try:
         paths = participant_selfies(participant, selfie)
         images = [decode_image(path, name=f"The selfie {path.name} of {participant}")
@@ -193,7 +150,7 @@ def search_participant(engine: FaceEngine, participant: str, selfie: Path,
         return ParticipantResult(participant, error.code,
                                  f"{where}{error.count} faces in the selfie")
     except FaceAuditError as error:
-        return ParticipantResult(participant, error.code, error.message)
+        return ParticipantResult(participant, error.code, naming_file(error, paths))
     calibration = engine.calibration.for_template(len(paths))
     combined = sum(target.index.size for target in indexes)
     capped: set[str] = set()  # datasets that may hold more photos than those listed
