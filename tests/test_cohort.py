@@ -176,6 +176,8 @@ def test_cohort_bounds_strangers_over_the_indexes_combined_size(
     at = runner.invoke(cli, [*args, "--index", str(built_index), "--index", str(other_index),
                              "--threshold", f"{combined:.3f}"])
     assert at.exit_code == 0, at.output
+    assert f"threshold {combined:.3f} for " in at.output
+    assert "as asked, for every participant" in at.output
 
 
 def test_cohort_caps_a_participants_photos_over_all_indexes(

@@ -145,9 +145,11 @@ def cohort(
         return
     for target in indexes:
         typer.echo(f"{target.index.dataset}: {target.index.size} faces")
+    how = ("as asked, for every participant" if threshold is not None else
+           "one selfie's default; several are searched at their template's, given per row")
     typer.echo(f"threshold {indexes[0].threshold} for {sum(t.index.size for t in indexes)} "
-               f"faces in all (one selfie; several are searched at their template's, given "
-               f"per row), at most {indexes[0].top or 'all'} photos per participant")
+               f"faces in all ({how}), at most {indexes[0].top or 'all'} photos per "
+               "participant")
     errors = ", ".join(f"{count} {status}" for status, count in sorted(totals["errors"].items()))
     typer.echo(
         f"{counted(totals['participants'], 'participant')}: {totals['searched']} searched"
