@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from faceaudit.errors import MultipleFaces, NoFaceFound
+from faceaudit.errors import DifferentPeople, MultipleFaces, NoFaceFound
 from faceaudit.indexer.results import GUIDE_THRESHOLDS, search_response
 from faceaudit.indexer.search import FaceIndex, Match
 from faceaudit.models.thresholds import MAX_SELFIES, MAX_TEMPLATE_FACES
@@ -135,10 +135,11 @@ async def _search(request: Request, response: Response, services: Services,
     try:
         searched = await services.search(group, asked.selfies, asked.threshold, asked.top,
                                          confirmed)
-    except (NoFaceFound, MultipleFaces) as error:
+    except (NoFaceFound, MultipleFaces, DifferentPeople) as error:
         floor = default_threshold(services, group, len(asked.selfies))
         await services.log_search(group, max(asked.threshold or floor, floor), results=0,
-                                  faces=getattr(error, "count", 0), outcome=error.code)
+                                  faces=getattr(error, "count", 0), outcome=error.code,
+                                  selfies=len(asked.selfies), confirmed=len(confirmed))
         raise
     found = searched.found
     result = search_response(group, [f.match for f in found], searched.threshold,
@@ -156,7 +157,8 @@ async def _search(request: Request, response: Response, services: Services,
         out["match_id"] = (services.match_ids.issue(published.index, item.match)
                            if services.match_ids is not None else None)
     await services.log_search(group, searched.threshold, faces=1,
-                              results=len(result["matches"]))
+                              results=len(result["matches"]), selfies=len(asked.selfies),
+                              confirmed=result["template"]["confirmed"])
     response.headers["Cache-Control"] = "no-store"
     return result
 

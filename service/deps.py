@@ -84,12 +84,14 @@ class Services:
             limiter=self.vector_searches)
 
     async def log_search(self, group: IndexGroup, threshold: float, *, faces: int,
-                         results: int, outcome: str = "ok") -> None:
+                         results: int, outcome: str = "ok", selfies: int = 1,
+                         confirmed: int = 0) -> None:
         """A row of the search audit log (counts only), unless removals are off."""
         if self.removals is not None:
-            await run_in_threadpool(self.removals.log_search, dataset=group.dataset,
-                                    faces_in_selfie=faces, results=results,
-                                    threshold=threshold, outcome=outcome)
+            await run_in_threadpool(partial(
+                self.removals.log_search, dataset=group.dataset, faces_in_selfie=faces,
+                results=results, threshold=threshold, outcome=outcome, selfies=selfies,
+                confirmed=confirmed))
 
 
 def load_services(settings: ServiceSettings, engine: FaceEngine | None = None) -> Services:

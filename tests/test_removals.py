@@ -23,6 +23,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from faceaudit.cli import app as cli
@@ -351,16 +352,28 @@ def test_every_search_is_logged_without_biometrics(client: TestClient, yao: byte
     sky = (collection[0] / "street" / "sky.png").read_bytes()
     assert_error(client.post("/api/search", files={"selfie": ("s.png", sky, "image/png")}),
                  422, "no_face")
+    # Several selfies: the log counts them, never more (a mirrored Yao is the same person).
+    mirrored = io.BytesIO()
+    ImageOps.mirror(Image.open(io.BytesIO(yao))).save(mirrored, "JPEG")
+    two = [("selfie", ("a.jpg", yao, "image/jpeg")),
+           ("selfie", ("b.jpg", mirrored.getvalue(), "image/jpeg"))]
+    assert client.post("/api/search", files=two).status_code == 200
+    hanks = (collection[1] / "tom_hanks.png").read_bytes()
+    assert_error(client.post("/api/search", files=[two[0], ("selfie", ("h.png", hanks,
+                                                                          "image/png"))]),
+                 422, "different_people")
     store = services_of(client).removals
     assert store is not None
     log = store.search_log()
-    assert [(r["faces_in_selfie"], r["results"], r["outcome"]) for r in log] == [
-        (1, 4, "ok"), (6, 0, "multiple_faces"), (0, 0, "no_face")]
+    assert [(r["faces_in_selfie"], r["results"], r["outcome"], r["selfies"], r["confirmed"])
+            for r in log] == [(1, 4, "ok", 1, 0), (6, 0, "multiple_faces", 1, 0),
+                              (0, 0, "no_face", 1, 0), (1, 4, "ok", 2, 0),
+                              (0, 0, "different_people", 2, 0)]
     threshold = client.get("/api/info").json()["default_threshold"]
     assert all(r["threshold"] == threshold and r["dataset"] == DATASET and r["time"]
-               for r in log)
+               for r in log[:3])
     assert set(log[0]) == {"time", "dataset", "faces_in_selfie", "results", "threshold",
-                           "outcome"}
+                           "outcome", "selfies", "confirmed"}
 
 
 def test_a_per_day_limit_beside_the_per_minute_one(settings: ServiceSettings,

@@ -395,7 +395,9 @@ def test_a_database_of_the_first_release_is_brought_up_to_date(tmp_path: Path) -
     assert first.new and not again.new and again.request.request_id == first.request.request_id
     assert store.followed(first.request.request_id, again.token).photos == first.request.photos
     with sqlite3.connect(tmp_path / DATABASE) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        logged = {row[1] for row in db.execute("PRAGMA table_info(search_log)")}
+        assert {"selfies", "confirmed"} <= logged
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
         assert db.execute("SELECT COUNT(*) FROM removal_faces").fetchone() == (4,)
 

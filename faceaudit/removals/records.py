@@ -17,7 +17,7 @@ PHOTO_FIELDS = ("image_key", "photo_id", "image_url", "page_url", "sha256", "sou
 # The opt-out list: one row per removed photo, enough to find it in any copy of the dataset.
 OPT_OUT_COLUMNS = ("dataset", "image_key", "photo_id", "image_url", "page_url", "sha256")
 EXPORT_FORMATS = ("csv", "json", "parquet")
-SEARCH_OUTCOMES = ("ok", "no_face", "face_too_small", "multiple_faces")
+SEARCH_OUTCOMES = ("ok", "no_face", "face_too_small", "multiple_faces", "different_people")
 
 
 @dataclass(frozen=True)

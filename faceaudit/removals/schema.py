@@ -5,8 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 # 1: the first release (no user_version set); 2: status "rejected", the requests' face set
-# (for idempotency) and the status links' token hashes.
-SCHEMA_VERSION = 2
+# (for idempotency) and the status links' token hashes; 3: how many selfies and confirmed
+# faces each logged search's template held.
+SCHEMA_VERSION = 3
 
 _REQUESTS = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -59,7 +60,9 @@ CREATE TABLE IF NOT EXISTS search_log (
     faces_in_selfie INTEGER NOT NULL,
     results INTEGER NOT NULL,
     threshold REAL NOT NULL,
-    outcome TEXT NOT NULL
+    outcome TEXT NOT NULL,
+    selfies INTEGER NOT NULL DEFAULT 1,
+    confirmed INTEGER NOT NULL DEFAULT 0
 )""",
 )
 
@@ -76,6 +79,11 @@ def create_or_migrate(db: sqlite3.Connection) -> None:
                 db.execute(statement)
             if columns and "face_set" not in columns:
                 _rebuild_requests(db)
+            logged = {row[1] for row in db.execute("PRAGMA table_info(search_log)")}
+            for column, default in (("selfies", 1), ("confirmed", 0)):
+                if column not in logged:  # searches logged before: one selfie, none confirmed
+                    db.execute(f"ALTER TABLE search_log ADD COLUMN {column} INTEGER NOT NULL "
+                               f"DEFAULT {default}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         db.execute("ROLLBACK")

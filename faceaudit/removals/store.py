@@ -286,23 +286,24 @@ class RemovalStore:
     # --- the search audit log ----------------------------------------------------------
 
     def log_search(self, *, dataset: str | None, faces_in_selfie: int, results: int,
-                   threshold: float, outcome: str = "ok") -> None:
-        """One row per search: counts and the threshold, nothing about the face or the
-        client."""
+                   threshold: float, outcome: str = "ok", selfies: int = 1,
+                   confirmed: int = 0) -> None:
+        """One row per search: counts (of the selfies and confirmed faces its template held,
+        too) and the threshold, nothing about the faces or the client."""
         if outcome not in SEARCH_OUTCOMES:
             raise ValueError(f"unknown search outcome {outcome!r}")
         with self._transaction() as db:
             db.execute("INSERT INTO search_log (time, dataset, faces_in_selfie, results, "
-                       "threshold, outcome) VALUES (?, ?, ?, ?, ?, ?)",
+                       "threshold, outcome, selfies, confirmed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (now_iso(), dataset, faces_in_selfie, results, float(threshold),
-                        outcome))
+                        outcome, selfies, confirmed))
 
     def search_log(self) -> list[dict[str, Any]]:
         with self._connect() as db:
             db.row_factory = sqlite3.Row
             return [dict(row) for row in db.execute(
-                "SELECT time, dataset, faces_in_selfie, results, threshold, outcome "
-                "FROM search_log ORDER BY id")]
+                "SELECT time, dataset, faces_in_selfie, results, threshold, outcome, selfies, "
+                "confirmed FROM search_log ORDER BY id")]
 
 
 def open_state(state_dir: Path) -> RemovalStore:
