@@ -24,10 +24,11 @@ from numpy.typing import NDArray
 from templates_embed import Faces
 
 from faceaudit.models.calibration import Calibration
-from faceaudit.research.evaluation.impostors import CALIBRATION_SWEEP, TAIL_GRID
+from faceaudit.research.evaluation.impostors import TAIL_GRID
 from faceaudit.research.evaluation.template_fits import (  # noqa: F401 - used by templates*.py
     SPLITS,
     fit,
+    measured_curve,
     rate,
     validation_thresholds,
 )
@@ -197,11 +198,9 @@ def counts_above(values: NDArray[np.floating], grid: NDArray[np.floating] = TAIL
 def calibration(values: NDArray[np.floating], source: str) -> Calibration:
     """A Calibration as ``faceaudit eval --calibrate`` makes one, from these impostor scores:
     the measured FMR on the calibration sweep, the fitted tail beyond, the pack's base."""
-    counts = counts_above(values, CALIBRATION_SWEEP)
     return Calibration(pack="buffalo_s", recognizer_sha256=None, threshold=BASE_THRESHOLD,
-                       fmr=[(float(t), float(n) / len(values)) for t, n in
-                            zip(CALIBRATION_SWEEP, counts, strict=True)],
-                       impostor_comparisons=len(values), source=source, tail=fit(values))
+                       fmr=measured_curve(values), impostor_comparisons=len(values),
+                       source=source, tail=fit(values))
 
 
 # --- recall ---------------------------------------------------------------------------------

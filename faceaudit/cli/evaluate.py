@@ -52,7 +52,8 @@ def eval_command(
     a labelled DATASET."""
     from faceaudit.models.calibration import calibration_from_eval
     from faceaudit.research.eval_report import format_report
-    from faceaudit.research.evaluation.protocol import CALIBRATION_SWEEP, evaluate_dataset
+    from faceaudit.research.evaluation.impostors import CALIBRATION_SWEEP
+    from faceaudit.research.evaluation.protocol import evaluate_dataset
 
     try:
         check_index_settings(det_size=det_size, min_face=min_face, det_threshold=det_threshold,

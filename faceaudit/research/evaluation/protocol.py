@@ -25,11 +25,7 @@ from faceaudit.research.evaluation.dataset import (
     extract_with_engine,
     load_dataset,
 )
-from faceaudit.research.evaluation.impostors import (  # noqa: F401 - CALIBRATION_SWEEP: the CLI's
-    CALIBRATION_SWEEP,
-    ImpostorReport,
-    impostor_fmr,
-)
+from faceaudit.research.evaluation.impostors import ImpostorReport, impostor_fmr
 from faceaudit.research.evaluation.self_search import EXAMPLES, SearchReport, self_search
 from faceaudit.research.evaluation.template_report import TemplatesReport, template_report
 from faceaudit.research.evaluation.verification import (
