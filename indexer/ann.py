@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +42,14 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from faceaudit.indexer import rescoring
 from faceaudit.indexer.exact import (
     default_threshold,
     gpu_available,
     gpu_knn,
     measure_kept_share,
 )
+from faceaudit.indexer.faiss_threads import omp_threads
 
 FAISS_FILE = "faces.faiss"
 VECTOR_STORE = "vectors.npy"
@@ -137,18 +137,6 @@ def build_search_index(vectors: NDArray[np.floating], index_type: str = "auto", 
     return index, info
 
 
-@contextmanager
-def omp_threads(count: int) -> Iterator[None]:
-    """FAISS's OpenMP threads for the calling thread, within the block (OpenMP keeps the
-    setting per thread: other threads' searches are not affected)."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(count)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
 def pq_subquantizers(dimension: int) -> int:
     """Sub-quantisers of the PQ codes: one per PQ_SUBVECTOR dimensions (a divisor of d)."""
     wanted = max(1, dimension // PQ_SUBVECTOR)
@@ -225,37 +213,40 @@ class VectorSearch:
         """The best ``depth`` faces by approximate score, re-scored exactly; widened (x WIDEN,
         only the new candidates re-scored) while the deepest quarter of the candidates still
         holds a face above the threshold, or the last one's approximate score is within the
-        margin of it: a person with more photos than the depth, a crowd of look-alikes."""
-        depth, done = min(self.depth, self.ntotal), 0
-        seen = np.empty(0, np.int64)
+        margin of it: a person with more photos than the depth, a crowd of look-alikes.
+
+        One scan serves the depth and its first widening: the fast scan reads every code
+        whatever k is, and k = 4 depth costs ~8 % more than k = depth at 10^7 faces, where a
+        second scan would cost 100 % (benchmarks/search_scale.py)."""
+        query = matrix[0]
+        depth, done, scanned = min(self.depth, self.ntotal), 0, 0
+        ranked = np.empty(0, np.int64)
+        approximate = np.empty(0, np.float32)
+        scored = np.empty(0, np.int64)  # the previous ranking's re-scored rows, after a scan
         found_scores, found_rows = [], []
         while True:
-            approximate, candidates = self.index.search(matrix, depth)
-            ranked = candidates[0]
-            fresh = ~np.isin(ranked, seen) & (ranked >= 0)
-            scores = self.exact_scores(matrix[0], ranked[fresh])
-            keep = scores > threshold
-            found_scores.append(scores[keep])
-            found_rows.append(ranked[fresh][keep])
-            deep = np.flatnonzero(fresh)[keep] >= depth - (depth - done) // 4
+            window_start = done
+            if depth > scanned:
+                scanned = min(self.ntotal, depth * WIDEN)
+                distances, candidates = self.index.search(matrix, scanned)
+                scored = ranked[:done]
+                approximate, ranked = distances[0], candidates[0]
+                window_start = 0 if done else done
+            window = ranked[:depth]
+            positions = np.arange(window_start, depth)
+            positions = positions[window[positions] >= 0]
+            if window_start < done:  # a new ranking: skip what was re-scored, wherever it is
+                positions = positions[~np.isin(window[positions], scored)]
+            scores, above = rescoring.scores_above(self.vectors, query, window[positions],
+                                                   threshold)
+            found_scores.append(scores)
+            found_rows.append(window[positions[above]])
+            deep = positions[above] >= depth - (depth - done) // 4
             if depth >= self.ntotal or not (deep.any()
-                                            or approximate[0, -1] > threshold - self.margin):
+                                            or approximate[depth - 1] > threshold - self.margin):
                 break
-            seen = ranked[ranked >= 0]
             done, depth = depth, min(self.ntotal, depth * WIDEN)
         return np.concatenate(found_scores), np.concatenate(found_rows)
-
-    def exact_scores(self, query: NDArray[np.float32], rows: NDArray[np.int64]
-                     ) -> NDArray[np.float32]:
-        """The exact score of each of ``rows`` (in that order), read from the store in row
-        order (a memory map reads each page once)."""
-        order = np.argsort(rows)
-        scores = np.empty(len(rows), np.float32)
-        stored = np.take(self.vectors, rows[order], axis=0).astype(np.float32)
-        # einsum, not BLAS: a matrix-vector product this small on BLAS threads spins beside
-        # the service's other searches (30x slower on two busy cores)
-        scores[order] = np.einsum("ij,j->i", stored, query)
-        return scores
 
     def knn(self, queries: NDArray[np.float32], k: int
             ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:

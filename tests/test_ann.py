@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from typer.testing import CliRunner
 
 from faceaudit.cli import app
-from faceaudit.indexer import ann, exact
+from faceaudit.indexer import ann, exact, rescoring
 from faceaudit.indexer.search import FaceIndex
 from faceaudit.indexer.store import (
     STATUS_OK,
@@ -150,7 +150,10 @@ def test_a_query_with_more_faces_above_the_threshold_than_the_depth_gets_them_al
         query = vectors[person].astype(np.float32)
         expected = set(flat.range_search(query, 0.5)[1].tolist())
         assert len(expected) > 100
-        assert set(search.range_search(query, 0.5)[1].tolist()) == expected
+        found = search.range_search(query, 0.5)[1].tolist()
+        # widened past its first scan (16 -> 64 -> 256 > 4 x 16): scanned again, and what the
+        # first scan's candidates already gave is not returned twice
+        assert set(found) == expected and len(found) == len(expected)
 
 
 def test_the_measured_kept_share_can_show_a_loss(
@@ -262,3 +265,22 @@ def test_index_refuses_an_unknown_index_type(tmp_path: Path) -> None:
                                       "--index-type", "hnsw"])
     assert result.exit_code == 2 and "auto, flat, pq-rerank" in result.output
     assert not (tmp_path / "ix").exists()
+
+
+@pytest.mark.parametrize("dtype,first_best", [(np.float16, 256), (np.float16, 3),
+                                               (np.float32, 256)])
+def test_rescoring_gives_the_stores_exact_scores_strictly_above_the_threshold(
+        planted: tuple[NDArray[np.float16], NDArray[np.int64]], dtype: type, first_best: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rescoring, "FIRST_BEST", first_best)  # 3: kept best grown 3, 12, 48
+    vectors = planted[0][:2_000].astype(dtype)
+    query = vectors[0].astype(np.float32)
+    rows = np.random.default_rng(3).permutation(len(vectors))[:500]
+    rows = np.concatenate([rows, [0]])  # the query itself: score 1
+    expected = vectors[rows].astype(np.float32) @ query
+    ordered = np.sort(expected)
+    threshold = float(ordered[-20] + ordered[-21]) / 2  # 20 above, none within rounding
+    scores, positions = rescoring.scores_above(vectors, query, rows, threshold)
+    assert sorted(positions.tolist()) == np.flatnonzero(expected > threshold).tolist()
+    np.testing.assert_allclose(scores, expected[positions], atol=1e-5)
+    assert len(rescoring.scores_above(vectors, query, rows[:0], 0.0)[0]) == 0
