@@ -52,6 +52,9 @@ router = APIRouter()
 
 _REMOVED_DOC = ("A removal request names the face this link shows: from the moment it was "
                 "recorded, the link shows nothing (removed).")
+# A photo found is never kept by the browser: a removal must hide it at once, there too, and
+# the photos of a person who searched must not stay in a shared computer's cache.
+PHOTO_HEADERS = {"Cache-Control": "no-store"}
 
 
 def default_threshold(services: Services, group: IndexGroup, selfies: int = 1,
@@ -217,9 +220,7 @@ async def thumbnail(token: str, services: ServicesDep) -> Response:
                                                                 View.PHOTO)
     data = await run_in_threadpool(_thumbnail, served.photos_root(published), published.index,
                                    image_id, face, services.settings.thumbnail_size)
-    return Response(data, media_type="image/jpeg", headers={
-        "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
-    })
+    return Response(data, media_type="image/jpeg", headers=PHOTO_HEADERS)
 
 
 @router.get(
@@ -245,9 +246,7 @@ async def face_thumbnail(token: str, services: ServicesDep) -> Response:
                                                                 View.CLOSE_UP)
     data = await run_in_threadpool(_face, served.photos_root(published), published.index,
                                    image_id, face)
-    return Response(data, media_type="image/jpeg", headers={
-        "Cache-Control": f"private, max-age={published.tokens.ttl_s}",
-    })
+    return Response(data, media_type="image/jpeg", headers=PHOTO_HEADERS)
 
 
 def _linked(services: Services, token: str, view: View
