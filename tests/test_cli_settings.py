@@ -45,6 +45,7 @@ def indexed(collection: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
     (["--min-face", "0"], "--min-face"),
     (["--workers", "0"], "--workers"),  # the issue's: a traceback and .INDEX.building left
     (["--workers", "100000"], "--workers"),
+    (["--threads", "0"], "--threads"),
     (["--ray", "--unit-size", "0"], "--unit-size"),  # refused before Ray is started
 ])
 def test_a_bad_setting_is_one_line_and_touches_nothing(

@@ -15,9 +15,10 @@ SETTING_FLAGS = {"det_size": "--det-size", "min_face": "--min-face",
 
 
 def check_index_settings(*, det_size: int, min_face: int, det_threshold: float, workers: int,
-                         unit_size: int | None = None) -> None:
-    """The detection settings, decoding threads and (with --ray) unit size, checked against
-    the ranges they work in before a source is opened or a folder written."""
+                         unit_size: int | None = None, threads: int | None = None) -> None:
+    """The detection settings, decoding and onnxruntime threads and (with --ray) unit size,
+    checked against the ranges they work in before a source is opened or a folder written."""
+    check_threads(threads)
     from faceaudit.indexer.pipeline import check_workers
     from faceaudit.indexer.units import check_unit_size
     from faceaudit.models.engine import DetectionSettings
@@ -30,6 +31,12 @@ def check_index_settings(*, det_size: int, min_face: int, det_threshold: float, 
     except InvalidSetting as error:
         flag = SETTING_FLAGS.get(error.setting, error.setting)
         raise FaceAuditError(f"{flag}: {error.message}.") from None
+
+
+def check_threads(threads: int | None) -> None:
+    """onnxruntime's threads: none given (all cores) or 1 and more."""
+    if threads is not None and threads < 1:
+        raise FaceAuditError(f"--threads: onnxruntime threads must be 1 or more, not {threads}.")
 
 
 def check_port(host: str, port: int) -> None:

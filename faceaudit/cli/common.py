@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from faceaudit.cli.checks import check_index_settings
+from faceaudit.cli.checks import check_index_settings, check_threads
 from faceaudit.errors import FaceAuditError
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def make_engine(models: str | None, device: str, threads: int | None = None,
 
     if device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
+    check_threads(threads)
     settings = DetectionSettings(**detection) if detection else None
     return FaceEngine(resolve_pack(models), device=device, detection=settings,  # type: ignore[arg-type]
                       threads=threads)
@@ -108,7 +109,8 @@ def index_source(source: Path, out: Path, *, dataset: str | None, field_map: lis
                                  param_hint="--index-type")
     try:
         check_index_settings(det_size=det_size, min_face=min_face, det_threshold=det_threshold,
-                             workers=workers, unit_size=unit_size if ray is not None else None)
+                             workers=workers, unit_size=unit_size if ray is not None else None,
+                             threads=threads)
         enrichments = parse_enrich(enrich or [])
         reader = open_source(source, parse_field_map(field_map or []))
         name = dataset or default_dataset_name(reader)
