@@ -1,9 +1,9 @@
 """Where a pq-rerank search's time goes, and the re-rank it replaced as a baseline timed in
 the same run (used by benchmarks/search_scale.py).
 
-A search at 10^7 faces: the fast scan of every 4-bit code (k = the depth, or 4 depths: one scan
-serves the first widening), re-scoring the candidates exactly from the float16 store, and the
-widenings (more candidates re-scored; a new scan past 4 depths).
+A search at 10^7 faces: the fast scan of every 4-bit code (k = the depth; a widening scans
+again for 4 times its new depth), re-scoring the candidates exactly from the float16 store,
+and the widenings.
 """
 
 from __future__ import annotations
@@ -53,9 +53,8 @@ def median_ms(calls: list[Callable[[], object]]) -> float:
 
 
 class PreviousRerank(ann.VectorSearch):
-    """pq-rerank's re-rank as it was before one scan served the first widening and FAISS
-    scored the float16 rows: a scan of k = depth, a new scan at each widening, and numpy's
-    float16 to float32 conversion of the candidates."""
+    """pq-rerank's re-rank as it was before FAISS scored the float16 rows: numpy's float16 to
+    float32 conversion of the candidates in fresh arrays, and a new scan at each widening."""
 
     def _reranked(self, matrix: NDArray[np.float32], threshold: float
                   ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:

@@ -183,7 +183,7 @@ class Run:
 
 
 HEADER = (f"{'structure':40}{'queries':>10}  "
-          f"{'kept share (queries missing any): operating, floor[, base]':48}"
+          f"{'kept share (missing): operating, floor[, base]':48}"
           f"{'ms median, p99: operating, floor':>30}{'cpu ms':>7}{'x exact':>9}{'B/face':>7}"
           f"{'build s':>8}")
 
@@ -196,7 +196,7 @@ def exact_row(run: Run) -> None:
         single.queries.vectors[:count])
     run.exact_ms = float(np.median(wall))
     run.report(f"{'exact, chunked float16 scan (' + str(count) + ' timed)':40}{'':10}  "
-               f"{'exact by construction':48}{run.exact_ms:8.1f}{np.percentile(wall, 99):7.1f}"
+               f"{'exact by construction':48}{run.exact_ms:8.0f}{np.percentile(wall, 99):7.0f}"
                f"{'':15}{cpu:7.1f}{1.0:9.4f}{0:7d}{0:8.0f}")
 
 def flat_row(run: Run) -> None:

@@ -14,10 +14,12 @@ share of the faces exact search returns above the threshold that the type return
 - ``flat``: exact (``IndexFlatIP``, float32 in RAM: 2,048 bytes per face of 512 dimensions).
 - ``pq-rerank``: 4-bit product-quantisation codes scanned exhaustively with FAISS fast-scan
   (``PQ64x4fs``: 32 bytes per face in RAM), the best ``rerank_depth`` faces by approximate score
-  re-scored exactly from the float16 store and kept when strictly above the threshold. Every
-  score it returns is exact; what it can miss is a face whose approximate score ranked below
-  the depth. IVF (benchmarks/search_scale.py) and HNSW (measured for issue 8) lose people:
-  their partition or graph walk never reaches part of what a low threshold must find.
+  re-scored exactly from the float16 store (``faceaudit.indexer.rescoring``) and kept when
+  strictly above the threshold. Every score it returns is exact; what it can miss is a face
+  whose approximate score ranked below the depth. At 10^7 faces the scan is most of a search
+  (17 of ~20 ms on one core here): it reads all 320 MB of codes whatever k is. IVF
+  (benchmarks/search_scale.py) and HNSW (measured for issue 8) lose people: their partition
+  or graph walk never reaches part of what a low threshold must find.
 
 Exact search over the store (the ground truth, the kept share measured at build, k-NN on a
 GPU) is in ``faceaudit.indexer.exact``. Where FAISS has a GPU, ``knn`` runs there, exact over
@@ -25,7 +27,8 @@ the store; training 4-bit codebooks and encoding stay on the CPU (10^7 faces in 
 FAISS has no fast-scan index on GPU).
 
 Threads: a single search runs on one core (FAISS parallelises over queries, and a search is
-one query), so the service's concurrent searches each take a core and never oversubscribe;
+one query; re-scoring runs with one OpenMP thread, ``faiss_threads``), so the service's
+concurrent searches each take a core and never oversubscribe;
 ``knn`` over a batch uses FAISS's OpenMP threads. PQ training runs on one thread (``omp_threads``:
 small work, where OpenMP threads spinning beside other busy processes made it 15x slower on
 two shared cores). No process-wide thread setting is changed.
@@ -215,9 +218,10 @@ class VectorSearch:
         holds a face above the threshold, or the last one's approximate score is within the
         margin of it: a person with more photos than the depth, a crowd of look-alikes.
 
-        One scan serves the depth and its first widening: the fast scan reads every code
-        whatever k is, and k = 4 depth costs ~8 % more than k = depth at 10^7 faces, where a
-        second scan would cost 100 % (benchmarks/search_scale.py)."""
+        The first scan asks for the depth only: at 10^7 faces k = 4 depth costs 10 % more
+        (19.0 ms against 17.2), and none of the 476 searches timed there widened. A search that
+        widens scans again for 4 times the new depth, so its next widening needs no scan (the
+        fast scan reads every code whatever k is; benchmarks/search_scale.py)."""
         query = matrix[0]
         depth, done, scanned = min(self.depth, self.ntotal), 0, 0
         ranked = np.empty(0, np.int64)
@@ -227,7 +231,7 @@ class VectorSearch:
         while True:
             window_start = done
             if depth > scanned:
-                scanned = min(self.ntotal, depth * WIDEN)
+                scanned = min(self.ntotal, depth * (WIDEN if done else 1))
                 distances, candidates = self.index.search(matrix, scanned)
                 scored = ranked[:done]
                 approximate, ranked = distances[0], candidates[0]

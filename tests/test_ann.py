@@ -151,8 +151,8 @@ def test_a_query_with_more_faces_above_the_threshold_than_the_depth_gets_them_al
         expected = set(flat.range_search(query, 0.5)[1].tolist())
         assert len(expected) > 100
         found = search.range_search(query, 0.5)[1].tolist()
-        # widened past its first scan (16 -> 64 -> 256 > 4 x 16): scanned again, and what the
-        # first scan's candidates already gave is not returned twice
+        # widened past its first scan (16 -> 64: scanned again for 256, then 256 from that
+        # scan), and what the first scan's candidates already gave is not returned twice
         assert set(found) == expected and len(found) == len(expected)
 
 
