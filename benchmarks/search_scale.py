@@ -18,22 +18,23 @@ Kept share: of the (query, face) pairs exact search returns strictly above the t
 share a structure returns, at the pack's operating threshold for the index's size and the
 template searched (``Calibration.for_template(k).operating_threshold``), at its floor
 (``min_threshold``: what an operator may search at) and, for one selfie, at the base threshold
-0.375. Exact results are
-computed by a chunked scan of the float16 store (the queries batched): a float32 IndexFlatIP
-at 10^7 would need 20 GB. ms/search: one search at a time (a single query runs on one core in
-FAISS; the machine has two), median and 99th percentile of the wall time and the mean CPU
-time, on the first --timing-queries queries at the operating threshold and at the floor; the
-exact baseline is timed the same way, one query per chunked scan of the store. The baseline
-of the re-rank is the one before this benchmark's last change (``PreviousRerank``: numpy
-float16 conversion, a new scan at each widening), timed in the same run.
+0.375. Exact results are computed by a chunked scan of the float16 store (the queries
+batched): a float32 IndexFlatIP at 10^7 would need 20 GB.
+
+ms/search: one search at a time (a single query runs on one core in FAISS; the machine has
+two), median and 99th percentile of the wall time and the mean CPU time, on the first
+--timing-queries queries at the operating threshold and at the floor; the exact baseline is
+timed the same way, one query per chunked scan of the store. The baseline of the re-rank is
+the one before this benchmark's last change (``PreviousRerank``: numpy's float16 conversion
+into fresh arrays, a new scan at each widening), timed in the same run.
 
 Where the time goes (pq-rerank at its default depth): the fast scan at k = depth and 4 depth,
 re-scoring the depth's candidates (numpy against FAISS's fp16 scorer), and how many searches
 widened or scanned again.
 
 Resident bytes/face: what the structure holds in RAM (codes, vectors, list ids); the store the
-re-rank reads is memory-mapped (page cache). Build time: training and adding,
-plus, for pq-rerank, the manifest's kept share measured at build.
+re-rank reads is memory-mapped (page cache). Build time: training and adding, plus, for
+pq-rerank, the manifest's kept share measured at build.
 """
 
 from __future__ import annotations
