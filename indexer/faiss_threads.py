@@ -2,7 +2,8 @@
 
 OpenMP keeps the setting per thread, so other threads' searches are not affected. A search of
 one query gains nothing from a team of threads, and the idle ones spin beside the service's
-other searches (FAISS's fp16 scoring of one query took 1.7 times its wall time in CPU on two cores).
+other searches (FAISS's fp16 scoring of one query took 1.7 times its wall time in CPU on two
+cores).
 """
 
 from __future__ import annotations

@@ -267,12 +267,14 @@ def test_index_refuses_an_unknown_index_type(tmp_path: Path) -> None:
     assert not (tmp_path / "ix").exists()
 
 
-@pytest.mark.parametrize("dtype,first_best", [(np.float16, 256), (np.float16, 3),
-                                               (np.float32, 256)])
+@pytest.mark.parametrize("dtype,first_best,kept_rows", [
+    (np.float16, 256, 16_384), (np.float16, 3, 16_384), (np.float16, 256, 100),
+    (np.float32, 256, 16_384)])
 def test_rescoring_gives_the_stores_exact_scores_strictly_above_the_threshold(
         planted: tuple[NDArray[np.float16], NDArray[np.int64]], dtype: type, first_best: int,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        kept_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rescoring, "FIRST_BEST", first_best)  # 3: kept best grown 3, 12, 48
+    monkeypatch.setattr(rescoring, "KEPT_ROWS", kept_rows)  # 100: buffers of its own
     vectors = planted[0][:2_000].astype(dtype)
     query = vectors[0].astype(np.float32)
     rows = np.random.default_rng(3).permutation(len(vectors))[:500]
